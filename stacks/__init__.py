@@ -1,0 +1,1 @@
+"""Typed stack configuration, environment defaults and the tooling around stacks (offline plan, diff, promotion)."""

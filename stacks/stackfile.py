@@ -1,0 +1,46 @@
+"""Read a stack file (``Pulumi.<stack>.yaml``) the way the Pulumi engine hands its config to the program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stacks import names
+from stacks.mocked import UNDECRYPTED
+
+
+def _undecrypted(value: Any) -> tuple[Any, bool]:
+    """Replace ``secure:`` values (ciphertext this tool cannot decrypt) by a stand-in; report whether any was."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return UNDECRYPTED, True
+        found = False
+        out = {}
+        for key, item in value.items():
+            out[key], secret = _undecrypted(item)
+            found |= secret
+        return out, found
+    if isinstance(value, list):
+        pairs = [_undecrypted(item) for item in value]
+        return [p[0] for p in pairs], any(p[1] for p in pairs)
+    return value, False
+
+
+def read_stack_config(path: Path) -> tuple[dict[str, Any], set[str]]:
+    """The project's config keys (without the ``blinkchamber-identity:`` prefix) and which of them are secrets."""
+    if not path.exists():
+        raise FileNotFoundError(f"no stack file {path.name} in {path.parent}")
+    document = yaml.safe_load(path.read_text()) or {}
+    prefix = f"{names.PROJECT}:"
+    config: dict[str, Any] = {}
+    secret_keys: set[str] = set()
+    for key, value in (document.get("config") or {}).items():
+        if not key.startswith(prefix):
+            continue  # provider settings such as kubernetes:context belong to the providers, not to this program
+        short = key[len(prefix) :]
+        config[short], secret = _undecrypted(value)
+        if secret:
+            secret_keys.add(short)
+    return config, secret_keys

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+if str(PROJECT_DIR) not in sys.path:
+    sys.path.insert(0, str(PROJECT_DIR))
+
+from stacks import mocked  # noqa: E402
+from stacks.config import StackConfig  # noqa: E402
+from stacks.loader import load  # noqa: E402
+from stacks.stackfile import read_stack_config  # noqa: E402
+
+STACKS = ("dev", "prod")
+
+
+def stack_config(stack: str) -> StackConfig:
+    config, secret_keys = read_stack_config(PROJECT_DIR / f"Pulumi.{stack}.yaml")
+    return load(stack, config, secret_keys)
+
+
+def record(stack: str, overrides: dict[str, Any] | None = None) -> mocked.Recording:
+    """The program run under mocks with the stack file's config, optionally with some keys replaced."""
+    config, secret_keys = read_stack_config(PROJECT_DIR / f"Pulumi.{stack}.yaml")
+    config.update(overrides or {})
+    return mocked.run_program(stack, config, secret_keys)
+
+
+_RECORDINGS: dict[str, mocked.Recording] = {}
+
+
+@pytest.fixture(params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def cfg(stack: str) -> StackConfig:
+    return stack_config(stack)
+
+
+@pytest.fixture
+def recording(stack: str) -> mocked.Recording:
+    # One run per stack per session: the program is deterministic and tests only read the recording.
+    if stack not in _RECORDINGS:
+        _RECORDINGS[stack] = record(stack)
+    return _RECORDINGS[stack]

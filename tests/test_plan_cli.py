@@ -1,0 +1,62 @@
+"""``python -m stacks plan``: the offline plan a reviewer reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from stacks.plan import plan_stack
+from tests.conftest import PROJECT_DIR
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stacks", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=False
+    )
+
+
+def test_plan_writes_values_policies_and_a_tree(tmp_path: Path) -> None:
+    result = run_cli("plan", "dev", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Plan for stack dev: 26 resources")
+    assert "+ kubernetes:helm.sh/v3:Release redis" in result.stdout
+    assert "dataJson=[secret]" in result.stdout
+    redis = yaml.safe_load((tmp_path / "helm" / "redis.values.yaml").read_text())
+    assert redis["sentinel"]["quorum"] == 2
+    assert (tmp_path / "vault" / "redis-read.hcl").read_text().startswith('path "secret/data/redis"')
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["stack"] == "dev" and len(plan["resources"]) == 26
+
+
+def test_plan_is_deterministic() -> None:
+    assert plan_stack("prod").to_json() == plan_stack("prod").to_json()
+
+
+def test_plan_json_output(tmp_path: Path) -> None:
+    result = run_cli("plan", "prod", "--json", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    masterkey = plan["resources"]["kubernetes:core/v1:Secret::zitadel-masterkey"]
+    assert masterkey["protect"] is True and masterkey["inputs"]["stringData"] == "[secret]"
+
+
+def test_invalid_stack_fails_with_the_rule(tmp_path: Path) -> None:
+    bad = tmp_path / "project"
+    bad.mkdir()
+    for name in ("__main__.py", "Pulumi.yaml"):
+        (bad / name).write_text((PROJECT_DIR / name).read_text())
+    (bad / "Pulumi.prod.yaml").write_text("config:\n  blinkchamber-identity:redis:\n    quorum: 1\n")
+    result = run_cli("--project-dir", str(bad), "plan", "prod", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "prod: redis.quorum: quorum 1 must be a majority" in result.stderr
+    assert "prod: vault.address: required" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_stack() -> None:
+    result = run_cli("plan", "staging")
+    assert result.returncode == 2 and "no stack file Pulumi.staging.yaml" in result.stderr
