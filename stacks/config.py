@@ -55,6 +55,11 @@ def is_exact_version(version: str) -> bool:
     return bool(_EXACT_VERSION.match(version))
 
 
+def is_pinned_tag(tag: str) -> bool:
+    """True for an image tag naming one build (``v4.13.0``, ``12-debian-12-r51``); false for ``latest`` and empty."""
+    return tag not in ("", "latest", "stable") and any(c.isdigit() for c in tag)
+
+
 class Model(BaseModel):
     """Closed (a misspelled key is an error), immutable, camelCase in the stack files."""
 

@@ -7,8 +7,10 @@ each Helm release's values as YAML and each Vault policy as HCL.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,25 @@ def mask(value: Any) -> Any:
     return value
 
 
+def secret_fingerprints(value: Any, path: str = "") -> dict[str, str]:
+    """Path → short hash of each secret in ``value``, so that a diff can say a secret changed without showing it.
+
+    Under the mocks a secret holds a stand-in (a mock random value, an undecrypted config marker, or a value
+    derived from those), never a real credential, so its hash reveals nothing.
+    """
+    if rpc.is_rpc_secret(value):
+        raw = json.dumps(rpc.unwrap_rpc_secret(value), sort_keys=True, default=str)
+        return {path: hashlib.sha256(raw.encode()).hexdigest()[:16]}
+    found: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found.update(secret_fingerprints(item, f"{path}.{key}" if path else str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found.update(secret_fingerprints(item, f"{path}[{index}]"))
+    return found
+
+
 def resource_key(type_: str, name: str) -> str:
     return f"{type_}::{name}"
 
@@ -55,6 +76,7 @@ class Plan:
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Plan:
+        data = copy.deepcopy(dict(data))
         return Plan(stack=data["stack"], resources=dict(data["resources"]), outputs=dict(data["outputs"]))
 
 
@@ -70,15 +92,21 @@ def describe(recording: mocked.Recording) -> Plan:
             "dependsOn": sorted(by_urn[d] for d in r.dependencies if d in by_urn),
             "protect": r.protect,
             "inputs": mask(r.inputs),
+            "secrets": secret_fingerprints(r.inputs),
         }
     outputs = {name: SECRET if out.secret else mask(out.value) for name, out in sorted(recording.outputs.items())}
     return Plan(stack=recording.stack, resources=dict(sorted(resources.items())), outputs=outputs)
 
 
 def plan_stack(stack: str, project_dir: Path = mocked.PROJECT_DIR) -> Plan:
-    config, secret_keys = read_stack_config(project_dir / f"Pulumi.{stack}.yaml")
-    recording = mocked.run_program(stack, config, secret_keys, program=project_dir / "__main__.py")
-    return describe(recording)
+    return plan_config(stack, *read_stack_config(project_dir / f"Pulumi.{stack}.yaml"), project_dir)
+
+
+def plan_config(
+    stack: str, config: Mapping[str, Any], secret_keys: Collection[str], project_dir: Path = mocked.PROJECT_DIR
+) -> Plan:
+    """The plan of ``stack`` with the given config instead of its stack file's."""
+    return describe(mocked.run_program(stack, config, secret_keys, program=project_dir / "__main__.py"))
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from stacks.config import Resources, StackConfig, duration_seconds, is_exact_version
+from stacks.config import Resources, StackConfig, duration_seconds, is_exact_version, is_pinned_tag
 from stacks.names import REDIS_NAMESPACE
 
 Violation = tuple[str, str]
@@ -77,7 +77,7 @@ def _prod_pinned(cfg: StackConfig) -> Iterator[Violation]:
     images["zitadel.image"] = cfg.zitadel.image
     images["zitadel.loginImage"] = cfg.zitadel.login_image
     for key, image in images.items():
-        if image.tag in ("", "latest") or not any(c.isdigit() for c in image.tag):
+        if not is_pinned_tag(image.tag):
             yield f"{_camel_path(key)}.tag", f"prod requires a pinned image tag, not {image.tag!r}"
 
 

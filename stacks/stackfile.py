@@ -32,7 +32,12 @@ def read_stack_config(path: Path) -> tuple[dict[str, Any], set[str]]:
     """The project's config keys (without the ``blinkchamber-identity:`` prefix) and which of them are secrets."""
     if not path.exists():
         raise FileNotFoundError(f"no stack file {path.name} in {path.parent}")
-    document = yaml.safe_load(path.read_text()) or {}
+    return parse_stack_config(path.read_text())
+
+
+def parse_stack_config(text: str) -> tuple[dict[str, Any], set[str]]:
+    """``read_stack_config`` for the text of a stack file."""
+    document = yaml.safe_load(text) or {}
     prefix = f"{names.PROJECT}:"
     config: dict[str, Any] = {}
     secret_keys: set[str] = set()

@@ -1,0 +1,141 @@
+"""Failover benchmark on real redis-server/redis-sentinel processes: ``python -m benchmarks.failover``.
+
+Side by side in one run, for the chart's Sentinel defaults (down-after 60000 ms, failover-timeout 180000 ms), the
+dev stack and the prod stack: kill the master (SIGKILL) under a writer that waits for a replica (``WAIT 1``) and
+measure kill → first acknowledged write on the new master, and how many acknowledged writes are missing after.
+Then the throughput of pipelined writes to the events DB with and without ``WAIT 1``, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stacks.config import RedisConfig, StackConfig
+from stacks.loader import load
+from stacks.mocked import PROJECT_DIR
+from stacks.stackfile import read_stack_config
+from tests.redisbed import AckedWriter, RedisBed, binaries_available, missing_keys, running_bed, wait_until
+
+#: The Bitnami chart's own Sentinel timings (values.yaml sentinel.downAfterMilliseconds / failoverTimeout).
+CHART_DEFAULT_DOWN_AFTER_MS = 60000
+CHART_DEFAULT_FAILOVER_TIMEOUT_MS = 180000
+
+
+@dataclass(frozen=True)
+class Failover:
+    seconds: float
+    lost: int
+    acknowledged: int
+
+
+def stack(name: str) -> StackConfig:
+    return load(name, *read_stack_config(PROJECT_DIR / f"Pulumi.{name}.yaml"))
+
+
+def chart_defaults(base: RedisConfig) -> RedisConfig:
+    return base.model_copy(
+        update={
+            "down_after_milliseconds": CHART_DEFAULT_DOWN_AFTER_MS,
+            "failover_timeout": CHART_DEFAULT_FAILOVER_TIMEOUT_MS,
+        }
+    )
+
+
+def measure_failover(cfg: RedisConfig, events_db: int, workdir: Path) -> Failover:
+    with running_bed(cfg, workdir) as bed:
+        writer = AckedWriter(bed, events_db)
+        writer.start()
+        wait_until("acknowledged writes", lambda: len(writer.acked) >= 200, 30)
+        old_port = bed.master_port()
+        killed_at = time.monotonic()
+        bed.node(old_port).kill()
+        limit = cfg.down_after_milliseconds / 1000 + 60
+        first_ack = wait_until(
+            "an acknowledged write on the new master", lambda: writer.first_ack_from_other_master(old_port), limit
+        )
+        # Keep writing a moment on the new master, then count what the new master is missing.
+        time.sleep(0.5)
+        writer.stop()
+        keys = writer.keys
+        lost = missing_keys(bed.client(bed.master_port(), db=events_db), keys)
+        return Failover(seconds=first_ack - killed_at, lost=len(lost), acknowledged=len(keys))
+
+
+def measure_throughput(bed: RedisBed, events_db: int, stream: str, pipeline: int, events: int, wait: bool) -> float:
+    """Events per second written to the events stream in pipelines of ``pipeline`` XADDs (+ ``WAIT 1``)."""
+    client = bed.client(bed.master_port(), db=events_db)
+    client.delete(stream)
+    started = time.perf_counter()
+    for start in range(0, events, pipeline):
+        pipe = client.pipeline(transaction=False)
+        for n in range(start, min(start + pipeline, events)):
+            pipe.xadd(stream, {"type": "user.human.added", "seq": n})
+        if wait:
+            pipe.execute_command("WAIT", 1, 1000)
+        results = pipe.execute()
+        if wait and int(results[-1]) < 1:
+            raise RuntimeError("a replica did not acknowledge a batch")
+    return events / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.failover", description=__doc__)
+    parser.add_argument("--repetitions", type=int, default=3, help="failovers per configuration (default 3)")
+    parser.add_argument("--events", type=int, default=20000, help="events per throughput run (default 20000)")
+    args = parser.parse_args(argv)
+    if not binaries_available():
+        parser.error("needs redis-server and redis-sentinel (apt-get install redis-server redis-sentinel)")
+
+    dev, prod = stack("dev"), stack("prod")
+    configs = {
+        "chart defaults": chart_defaults(prod.redis),
+        "dev": dev.redis,
+        "prod": prod.redis,
+    }
+    results: dict[str, list[Failover]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp:
+        for rep in range(args.repetitions):
+            for name, cfg in configs.items():
+                run = measure_failover(cfg, prod.events.db, Path(tmp) / f"{name.replace(' ', '-')}-{rep}")
+                results[name].append(run)
+                print(
+                    f"  {name:15} run {rep + 1}: failover {run.seconds:6.2f} s, "
+                    f"lost {run.lost} of {run.acknowledged} acknowledged writes",
+                    flush=True,
+                )
+        with running_bed(prod.redis, Path(tmp) / "throughput") as bed:
+            pipeline = prod.events.performance.pipeline_size
+            stream = prod.events.streams.normal
+            plain = measure_throughput(bed, prod.events.db, stream, pipeline, args.events, wait=False)
+            acked = measure_throughput(bed, prod.events.db, stream, pipeline, args.events, wait=True)
+
+    baseline = statistics.median(r.seconds for r in results["chart defaults"])
+    print()
+    print(f"{'configuration':15} {'down-after':>10} {'median':>8} {'max':>8} {'lost':>5} {'vs chart':>9}")
+    for name, runs in results.items():
+        median, worst = statistics.median(r.seconds for r in runs), max(r.seconds for r in runs)
+        print(
+            f"{name:15} {configs[name].down_after_milliseconds:>8}ms {median:>7.2f}s {worst:>7.2f}s "
+            f"{sum(r.lost for r in runs):>5} {baseline / median:>8.1f}x"
+        )
+    print()
+    print(
+        f"events DB throughput, pipelines of {pipeline}: {plain:,.0f} events/s without WAIT, {acked:,.0f} events/s "
+        f"with WAIT 1 per pipeline ({acked / plain:.2f}x)"
+    )
+    runs = results["prod"]
+    median = statistics.median(r.seconds for r in runs)
+    print(
+        f"failover prod: median {median:.1f} s, max {max(r.seconds for r in runs):.1f} s, "
+        f"lost {sum(r.lost for r in runs)} acknowledged writes, {baseline / median:.1f}x faster than chart defaults"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

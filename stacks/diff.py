@@ -1,0 +1,168 @@
+"""Compare two offline plans the way a Terraform plan reads: ``+`` added, ``-`` removed, ``~`` changed.
+
+``python -m stacks diff dev prod`` compares two stacks (what a promotion would change);
+``python -m stacks diff --base main dev`` compares one stack on another git revision with the working tree (what a
+pull request changes). Secrets stay ``[secret]``; a changed secret is flagged, never shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stacks.plan import Plan
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Change:
+    #: ``+`` added, ``-`` removed, ``~`` changed
+    action: str
+    #: ``type::name`` of a resource, or ``output:<name>``
+    key: str
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlanDiff:
+    old: str
+    new: str
+    changes: list[Change]
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        resources = [c for c in self.changes if not c.key.startswith("output:")]
+        return tuple(sum(1 for c in resources if c.action == a) for a in "+~-")  # type: ignore[return-value]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def summary(self) -> str:
+        add, change, delete = self.counts
+        outputs = sum(1 for c in self.changes if c.key.startswith("output:"))
+        tail = f", {outputs} output{'s' if outputs != 1 else ''} changed" if outputs else ""
+        return f"Plan: {add} to add, {change} to change, {delete} to delete{tail}."
+
+    def render(self) -> str:
+        lines = [f"Comparing {self.old} → {self.new}", ""]
+        if not self.changes:
+            lines.append("No changes.")
+        for change in self.changes:
+            lines.append(f"  {change.action} {change.key}")
+            lines += [f"      {line}" for line in change.lines]
+        lines += ["", self.summary()]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        add, change, delete = self.counts
+        return {
+            "old": self.old,
+            "new": self.new,
+            "summary": {"add": add, "change": change, "delete": delete},
+            "changes": [{"action": c.action, "key": c.key, "lines": c.lines} for c in self.changes],
+        }
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def value_changes(old: Any, new: Any, path: str) -> Iterator[str]:
+    """Lines describing how ``old`` became ``new``, one per changed leaf path."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            yield from value_changes(old.get(key, _MISSING), new.get(key, _MISSING), f"{path}.{key}")
+    elif old is _MISSING:
+        yield f"+ {path}: {_show(new)}"
+    elif new is _MISSING:
+        yield f"- {path}: {_show(old)}"
+    elif old != new:
+        if isinstance(old, str) and isinstance(new, str) and ("\n" in old or "\n" in new):
+            yield f"~ {path}:"
+            body = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=1)
+            yield from (f"    {line}" for line in list(body)[2:])
+        else:
+            yield f"~ {path}: {_show(old)} → {_show(new)}"
+
+
+def _resource_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    lines = list(value_changes(old["inputs"], new["inputs"], "inputs"))
+    for attribute in ("parent", "protect"):
+        lines += value_changes(old.get(attribute), new.get(attribute), attribute)
+    before, after = set(old.get("dependsOn", [])), set(new.get("dependsOn", []))
+    lines += [f"- dependsOn: {dep}" for dep in sorted(before - after)]
+    lines += [f"+ dependsOn: {dep}" for dep in sorted(after - before)]
+    old_secrets, new_secrets = old.get("secrets", {}), new.get("secrets", {})
+    for path in sorted(set(old_secrets) | set(new_secrets)):
+        if old_secrets.get(path) != new_secrets.get(path) and path in old_secrets and path in new_secrets:
+            lines.append(f"~ inputs.{path}: [secret] (secret value changed)")
+    return lines
+
+
+def diff_plans(old: Plan, new: Plan, old_name: str | None = None, new_name: str | None = None) -> PlanDiff:
+    changes: list[Change] = []
+    for key in sorted(set(old.resources) | set(new.resources)):
+        before, after = old.resources.get(key), new.resources.get(key)
+        if before is None and after is not None:
+            changes.append(Change("+", key, list(value_changes({}, after["inputs"], "inputs"))))
+        elif after is None and before is not None:
+            changes.append(Change("-", key))
+        elif before is not None and after is not None:
+            lines = _resource_lines(before, after)
+            if lines:
+                changes.append(Change("~", key, lines))
+    for name in sorted(set(old.outputs) | set(new.outputs)):
+        lines = list(value_changes(old.outputs.get(name, _MISSING), new.outputs.get(name, _MISSING), name))
+        if lines:
+            changes.append(Change("~", f"output:{name}", lines))
+    return PlanDiff(old_name or old.stack, new_name or new.stack, changes)
+
+
+# --- plans from another git revision -------------------------------------------------------------------------------
+
+
+class RevisionError(RuntimeError):
+    pass
+
+
+def _git(project_dir: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RevisionError(f"git {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def plan_at_revision(stack: str, revision: str, project_dir: Path) -> Plan:
+    """The stack's plan as the code and stack files of ``revision`` produce it (in a temporary worktree)."""
+    commit = _git(project_dir, "rev-parse", "--verify", f"{revision}^{{commit}}")
+    top = Path(_git(project_dir, "rev-parse", "--show-toplevel"))
+    subdir = project_dir.resolve().relative_to(top.resolve())
+    with tempfile.TemporaryDirectory(prefix="stacks-base-") as tmp:
+        worktree = Path(tmp) / "base"
+        _git(project_dir, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
+        try:
+            base_dir = worktree / subdir
+            if not (base_dir / f"Pulumi.{stack}.yaml").exists():
+                # The stack is new in this change: everything in it is an addition.
+                return Plan(stack=stack, resources={}, outputs={})
+            result = subprocess.run(
+                [sys.executable, "-m", "stacks", "plan", stack, "--json", "--out", str(Path(tmp) / "out")],
+                cwd=base_dir,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise RevisionError(f"plan of {stack} at {revision} failed:\n{result.stderr.strip()}")
+            return Plan.from_json(json.loads(result.stdout))
+        finally:
+            _git(project_dir, "worktree", "remove", "--force", str(worktree))
