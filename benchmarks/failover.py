@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             stream = prod.events.streams.normal
             plain = measure_throughput(bed, prod.events.db, stream, pipeline, args.events, wait=False)
             acked = measure_throughput(bed, prod.events.db, stream, pipeline, args.events, wait=True)
+            # The worst case: a WAIT after every single event.
+            single = measure_throughput(bed, prod.events.db, stream, 1, args.events // 4, wait=False)
+            single_acked = measure_throughput(bed, prod.events.db, stream, 1, args.events // 4, wait=True)
 
     baseline = statistics.median(r.seconds for r in results["chart defaults"])
     print()
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"events DB throughput, pipelines of {pipeline}: {plain:,.0f} events/s without WAIT, {acked:,.0f} events/s "
         f"with WAIT 1 per pipeline ({acked / plain:.2f}x)"
+    )
+    print(
+        f"events DB throughput, one event per round trip: {single:,.0f} events/s without WAIT, "
+        f"{single_acked:,.0f} events/s with WAIT 1 after each ({single_acked / single:.2f}x)"
     )
     runs = results["prod"]
     median = statistics.median(r.seconds for r in runs)

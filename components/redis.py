@@ -87,6 +87,14 @@ def _network_policy(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
+def db_layout_annotations(cfg: StackConfig) -> dict[str, str]:
+    layout = cfg.db_layout
+    return {
+        names.EVENTS_DB_ANNOTATION: str(layout.events_db),
+        names.CACHE_BLOCK_ANNOTATION: f"{layout.cache_block.start}-{layout.cache_block.stop - 1}",
+    }
+
+
 def redis_values(cfg: StackConfig) -> dict[str, Any]:
     """The Bitnami Redis chart values of a stack. No secret: the password reaches the pods through Vault."""
     r = cfg.redis
@@ -98,6 +106,8 @@ def redis_values(cfg: StackConfig) -> dict[str, Any]:
     return {
         # A mirror registry is "relocated" for the chart's image guard and would fail the render.
         "global": {"security": {"allowInsecureImages": relocated}},
+        # The DB layout on every Redis object: operators see it, and the policy pack checks ZITADEL against it.
+        "commonAnnotations": db_layout_annotations(cfg),
         "architecture": "replication",
         "image": _image(r.images.redis),
         "auth": {

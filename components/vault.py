@@ -101,61 +101,36 @@ class VaultAccess(pulumi.ComponentResource):
             mount, auth_backend = kv.path, auth.path
             backends = [kv, auth, auth_config]
 
-        redis_password = random.RandomPassword(
-            "redis-password", length=cfg.redis.password_length, special=False, opts=pulumi.ResourceOptions(parent=self)
-        )
-        masterkey = random.RandomPassword(
-            "zitadel-masterkey",
-            length=MASTERKEY_LENGTH,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self, protect=cfg.zitadel.protect_masterkey),
-        )
-        self.masterkey = pulumi.Output.secret(masterkey.result)
-        redis_secret = vault.kv.SecretV2(
-            "redis",
-            mount=mount,
-            name=names.REDIS_SECRET_NAME,
-            data_json=_kv_json(names.REDIS_SECRET_KEY, redis_password.result),
-            opts=child,
-        )
-        masterkey_secret = vault.kv.SecretV2(
-            "zitadel",
-            mount=mount,
-            name=names.ZITADEL_SECRET_NAME,
-            data_json=_kv_json(names.ZITADEL_MASTERKEY_VAULT_KEY, self.masterkey),
-            opts=guarded,
+        redis_password = self._password("redis-password", cfg.redis.password_length)
+        self.masterkey = self._password("zitadel-masterkey", MASTERKEY_LENGTH, protect=cfg.zitadel.protect_masterkey)
+        redis_secret = self._kv_secret(mount, names.REDIS_SECRET_NAME, names.REDIS_SECRET_KEY, redis_password, child)
+        masterkey_secret = self._kv_secret(
+            mount, names.ZITADEL_SECRET_NAME, names.ZITADEL_MASTERKEY_VAULT_KEY, self.masterkey, guarded
         )
 
         database_secrets: list[pulumi.Resource] = []
         self.postgres_passwords = None
         db = cfg.zitadel.database
+        dsn: pulumi.Input[str] | None = None
         if db.mode == "bundled":
-            admin = random.RandomPassword(
-                "postgres-admin-password",
-                length=POSTGRES_PASSWORD_LENGTH,
-                special=False,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            app = random.RandomPassword(
-                "postgres-app-password",
-                length=POSTGRES_PASSWORD_LENGTH,
-                special=False,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            self.postgres_passwords = (pulumi.Output.secret(admin.result), pulumi.Output.secret(app.result))
+            admin = self._password("postgres-admin-password", POSTGRES_PASSWORD_LENGTH)
+            app = self._password("postgres-app-password", POSTGRES_PASSWORD_LENGTH)
+            self.postgres_passwords = (admin, app)
             host = names.service_host(names.ZITADEL_POSTGRES_HOST, cfg.zitadel.namespace, cfg.kubernetes.cluster_domain)
             dsn = pulumi.Output.format(
                 "postgresql://postgres:{0}@{1}:{2}/{3}?sslmode=disable",
-                admin.result,
+                admin,
                 host,
                 names.ZITADEL_POSTGRES_PORT,
                 names.ZITADEL_POSTGRES_DATABASE,
             )
-            database_secrets.append(self._dsn_secret(mount, dsn, child))
         elif db.dsn_from_config:
-            dsn_from_config = pulumi.Config(names.PROJECT).require_secret("postgresDsn")
-            database_secrets.append(self._dsn_secret(mount, dsn_from_config, child))
+            dsn = pulumi.Config(names.PROJECT).require_secret("postgresDsn")
         # Otherwise the DSN lives in an existing Vault secret (dsnVaultSecret) that this stack only reads.
+        if dsn is not None:
+            database_secrets.append(
+                self._kv_secret(mount, names.DATABASE_SECRET_NAME, names.DATABASE_SECRET_KEY, dsn, child)
+            )
 
         policies = {
             policy: vault.Policy(policy, name=policy, policy=text, opts=child)
@@ -202,13 +177,14 @@ class VaultAccess(pulumi.ComponentResource):
             }
         )
 
-    def _dsn_secret(
-        self, mount: pulumi.Input[str], dsn: pulumi.Input[str], opts: pulumi.ResourceOptions
-    ) -> vault.kv.SecretV2:
-        return vault.kv.SecretV2(
-            "zitadel-database",
-            mount=mount,
-            name=names.DATABASE_SECRET_NAME,
-            data_json=_kv_json(names.DATABASE_SECRET_KEY, dsn),
-            opts=opts,
+    def _password(self, name: str, length: int, protect: bool = False) -> pulumi.Output[str]:
+        """Letters and digits only: URL-safe, and as many bytes as characters."""
+        password = random.RandomPassword(
+            name, length=length, special=False, opts=pulumi.ResourceOptions(parent=self, protect=protect)
         )
+        return pulumi.Output.secret(password.result)
+
+    def _kv_secret(
+        self, mount: pulumi.Input[str], name: str, key: str, value: pulumi.Input[str], opts: pulumi.ResourceOptions
+    ) -> vault.kv.SecretV2:
+        return vault.kv.SecretV2(name, mount=mount, name=name, data_json=_kv_json(key, value), opts=opts)

@@ -71,7 +71,9 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stacks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m stacks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--project-dir", default=str(mocked.PROJECT_DIR), help="where Pulumi.yaml lives")
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="offline plan of a stack: no cluster, no Vault, no Pulumi account")

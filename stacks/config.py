@@ -19,7 +19,6 @@ Environment = Literal["dev", "prod"]
 
 _GO_DURATION = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^0$")
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
-_EXACT_VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 
 
 def _go_duration(value: str) -> str:
@@ -48,16 +47,6 @@ GoDuration = Annotated[str, AfterValidator(_go_duration)]
 Quantity = Annotated[str, AfterValidator(_quantity)]
 PositiveInt = Annotated[int, Field(gt=0)]
 DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
-
-
-def is_exact_version(version: str) -> bool:
-    """True for an exact release (``23.1.1``, ``v4.13.0``, ``8.2.1-debian-12-r0``); false for ranges and ``latest``."""
-    return bool(_EXACT_VERSION.match(version))
-
-
-def is_pinned_tag(tag: str) -> bool:
-    """True for an image tag naming one build (``v4.13.0``, ``12-debian-12-r51``); false for ``latest`` and empty."""
-    return tag not in ("", "latest", "stable") and any(c.isdigit() for c in tag)
 
 
 class Model(BaseModel):

@@ -33,6 +33,10 @@ REDIS_PASSWORD_VOLUME: Final = "redis-password"
 #: ZITADEL's cache truncate needs FLUSHDB; FLUSHALL would also wipe the events DB.
 REDIS_DISABLED_COMMANDS: Final = ("FLUSHALL",)
 
+#: Annotations on every Redis object that record the DB layout (events DB; ZITADEL's cache block, "3-9").
+EVENTS_DB_ANNOTATION: Final = "blinkchamber.io/events-db"
+CACHE_BLOCK_ANNOTATION: Final = "blinkchamber.io/zitadel-cache-dbs"
+
 # --- ZITADEL chart --------------------------------------------------------------------------------------------------
 ZITADEL_RELEASE: Final = "zitadel"
 #: The chart's fullname: the release name itself, because it contains "zitadel".

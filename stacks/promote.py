@@ -7,7 +7,6 @@ is edited in place with its comments and key order kept, and promoting twice cha
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -16,11 +15,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from stacks import names
-from stacks.config import StackConfig, is_exact_version, is_pinned_tag
+from stacks.config import StackConfig
 from stacks.diff import PlanDiff, diff_plans
 from stacks.loader import StackConfigError, load
 from stacks.plan import plan_config
 from stacks.stackfile import parse_stack_config, read_stack_config
+from stacks.versions import is_exact_version, is_pinned_tag, version_key
 
 #: The release train: every exact version a release consists of (config key paths, camelCase).
 TRAIN: Final[tuple[str, ...]] = (
@@ -38,11 +38,6 @@ TRAIN: Final[tuple[str, ...]] = (
 
 class PromotionError(RuntimeError):
     pass
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """Orderable form of a version or tag: its numbers in order (``8.2.1-debian-12-r0`` → 8, 2, 1, 12, 0)."""
-    return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
 def train_of(cfg: StackConfig) -> dict[str, str]:

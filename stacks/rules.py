@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from stacks.config import Resources, StackConfig, duration_seconds, is_exact_version, is_pinned_tag
+from stacks.config import Resources, StackConfig, duration_seconds
 from stacks.names import REDIS_NAMESPACE
+from stacks.versions import is_exact_version, is_pinned_tag
 
 Violation = tuple[str, str]
 

@@ -49,3 +49,24 @@ def recording(stack: str) -> mocked.Recording:
     if stack not in _RECORDINGS:
         _RECORDINGS[stack] = record(stack)
     return _RECORDINGS[stack]
+
+
+@pytest.fixture
+def git_project(tmp_path: Path) -> Path:
+    """A git repository holding the working tree's program, committed once (the base of a change)."""
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "--quiet", str(repo)], check=True)
+    ignore = shutil.ignore_patterns("__pycache__", ".venv", "build", "node_modules", ".*_cache")
+    for name in ("stacks", "components", "__main__.py", "Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        source = PROJECT_DIR / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=ignore)
+        else:
+            shutil.copy(source, repo / name)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "base"], check=True)
+    return repo

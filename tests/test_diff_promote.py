@@ -11,7 +11,8 @@ import pytest
 
 from stacks.diff import diff_plans
 from stacks.plan import Plan, plan_stack
-from stacks.promote import TRAIN, PromotionError, promote, version_key
+from stacks.promote import TRAIN, PromotionError, promote
+from stacks.versions import version_key
 from tests.conftest import PROJECT_DIR
 
 PROD_COMMENT = "# The KV v2 mount"
@@ -75,27 +76,17 @@ def test_secret_changes_are_flagged_not_shown() -> None:
     assert "mockSecret" not in result.render()
 
 
-def test_diff_against_a_git_revision(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    subprocess.run(["git", "clone", "--quiet", str(PROJECT_DIR), str(repo)], check=True)
-    for name in ("stacks", "components", "__main__.py"):  # the working tree's code, at any state of the checkout
-        source = PROJECT_DIR / name
-        if source.is_dir():
-            shutil.rmtree(repo / name, ignore_errors=True)
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "--quiet", "--allow-empty", "-m", "base"], check=True)
-    with (repo / "Pulumi.dev.yaml").open("a") as f:
+def test_diff_against_a_git_revision(git_project: Path) -> None:
+    with (git_project / "Pulumi.dev.yaml").open("a") as f:
         f.write("  blinkchamber-identity:redis:\n    downAfterMilliseconds: 3000\n")
-    result = cli("diff", "--base", "HEAD", "dev", cwd=repo)
+    result = cli("diff", "--base", "HEAD", "dev", cwd=git_project)
     assert result.returncode == 1, result.stderr
     assert "Comparing dev@HEAD → dev (working tree)" in result.stdout
     assert "~ inputs.values.sentinel.downAfterMilliseconds: 5000 → 3000" in result.stdout
     assert "Plan: 0 to add, 1 to change, 0 to delete." in result.stdout
-    worktrees = subprocess.run([*git, "worktree", "list"], capture_output=True, text=True, check=True).stdout
+    worktrees = subprocess.run(
+        ["git", "-C", str(git_project), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
     assert len(worktrees.strip().splitlines()) == 1  # the temporary worktree is gone
 
 

@@ -1,0 +1,1 @@
+"""The identity tier's CrossGuard policy pack (``pulumi preview --policy-pack policy``)."""

@@ -1,0 +1,286 @@
+"""The identity tier's guardrails as CrossGuard policies (``pulumi preview --policy-pack policy``).
+
+Each policy is a plain function over a resource's inputs, so the tests run the same functions on the program's
+mocked resources. The facts they check (names, the DB layout, what "pinned" means) come from the project's own
+standard-library modules in ``stacks/``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from stacks import dblayout, names
+from stacks.versions import is_exact_version
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+INJECT = "vault.hashicorp.com/"
+_SECRET_KEY = re.compile(r"(password|passwd|masterkey|secret|token|dsn)$", re.IGNORECASE)
+#: Keys that name where a secret is, not what it is.
+_SECRET_REFERENCE_KEYS = frozenset(
+    {
+        "existingSecret",
+        "existingSecretPasswordKey",
+        "configSecretName",
+        "configSecretKey",
+        "masterkeySecretName",
+        "tlsSecretName",
+        "secretName",
+        "envVarsSecret",
+        "dbSslCaCrtSecret",
+        "dbSslAdminCrtSecret",
+        "dbSslUserCrtSecret",
+        "serverSslCrtSecret",
+        "loginServiceKeySecretName",
+    }
+)
+_CREDENTIAL_TEXT = (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), re.compile(r"(^|\s)password\s*=\s*\S", re.IGNORECASE))
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+
+def stack_of(urn: str) -> str:
+    """``urn:pulumi:<stack>::<project>::<type>::<name>`` → ``<stack>``."""
+    return urn.split("::", 1)[0].rsplit(":", 1)[-1]
+
+
+def is_prod(urn: str) -> bool:
+    return stack_of(urn) == "prod"
+
+
+def chart_of(props: Mapping[str, Any]) -> str:
+    """``redis`` or ``zitadel`` from the release's chart reference."""
+    return str(props.get("chart", "")).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _get(tree: Any, path: str, default: Any = None) -> Any:
+    for part in path.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return default
+        tree = tree[part]
+    return tree
+
+
+def _values(args: ResourceValidationArgs, chart: str) -> Mapping[str, Any] | None:
+    if args.resource_type != RELEASE or chart_of(args.props) != chart:
+        return None
+    values = args.props.get("values")
+    return values if isinstance(values, Mapping) else {}
+
+
+def plaintext_secrets(value: Any, path: str = "") -> Iterator[str]:
+    """Paths in Helm values that hold a credential in plain text."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            is_annotation = str(key).startswith(INJECT)  # injector templates name secrets, they hold none
+            if (
+                isinstance(item, str)
+                and item
+                and not is_annotation
+                and key not in _SECRET_REFERENCE_KEYS
+                and _SECRET_KEY.search(str(key))
+            ):
+                yield child
+            else:
+                yield from plaintext_secrets(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from plaintext_secrets(item, f"{path}[{index}]")
+    elif isinstance(value, str) and any(p.search(value) for p in _CREDENTIAL_TEXT):
+        yield path
+
+
+def _missing_resources(resources: Any) -> list[str]:
+    resources = resources if isinstance(resources, Mapping) else {}
+    missing = [f"requests.{k}" for k in ("cpu", "memory") if not _get(resources, f"requests.{k}")]
+    return missing + ([] if _get(resources, "limits.memory") else ["limits.memory"])
+
+
+def _injector_gaps(annotations: Any, *, job: bool) -> list[str]:
+    annotations = annotations if isinstance(annotations, Mapping) else {}
+    gaps = []
+    if annotations.get(INJECT + "agent-inject") != "true":
+        gaps.append("agent-inject")
+    if not annotations.get(INJECT + "role"):
+        gaps.append("role")
+    if not any(k.startswith(INJECT + "agent-inject-secret-") for k in annotations):
+        gaps.append("agent-inject-secret-*")
+    if job and annotations.get(INJECT + "agent-pre-populate-only") != "true":
+        gaps.append("agent-pre-populate-only (a Job with the agent sidecar never completes)")
+    return gaps
+
+
+# --- resource policies ---------------------------------------------------------------------------------------------
+
+
+def redis_auth(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    values = _values(args, "redis")
+    if values is None:
+        return
+    if _get(values, "auth.enabled") is not True:
+        report("Redis must require a password (auth.enabled: true)", None)
+    if _get(values, "auth.sentinel") is not True:
+        report("Sentinel must require a password too (auth.sentinel: true)", None)
+
+
+def redis_sentinel_ha(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    values = _values(args, "redis")
+    if values is None:
+        return
+    if _get(values, "architecture") != "replication" or _get(values, "sentinel.enabled") is not True:
+        report("Redis must run replication with Sentinel", None)
+        return
+    if is_prod(args.urn):
+        nodes, quorum = _get(values, "replica.replicaCount", 0), _get(values, "sentinel.quorum", 0)
+        if nodes < 3:
+            report(f"prod needs at least 3 Redis nodes, has {nodes}", None)
+        if quorum < 2:
+            report(f"prod needs a Sentinel quorum of at least 2, has {quorum}", None)
+
+
+def no_plaintext_secrets(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != RELEASE:
+        return
+    for path in plaintext_secrets(args.props.get("values", {})):
+        report(f"plaintext credential in Helm values at {path}: deliver it through Vault", None)
+
+
+def vault_injection(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    redis = _values(args, "redis")
+    if redis is not None and _get(redis, "auth.usePasswordFileFromSecret") is False:
+        for gap in _injector_gaps(_get(redis, "replica.podAnnotations"), job=False):
+            report(f"Redis pods read their password from Vault but replica.podAnnotations lacks {gap}", None)
+    zitadel = _values(args, "zitadel")
+    if zitadel is not None and names.VAULT_SECRETS_DIR in str(_get(zitadel, "zitadel.configSecretKey", "")):
+        for where, job in (
+            ("podAnnotations", False),
+            ("setupJob.podAnnotations", True),
+            ("initJob.podAnnotations", True),
+        ):
+            for gap in _injector_gaps(_get(zitadel, where), job=job):
+                report(f"ZITADEL reads its config from Vault but {where} lacks {gap}", None)
+
+
+def container_resources(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    blocks: dict[str, Any] = {}
+    redis = _values(args, "redis")
+    if redis is not None:
+        blocks = {f"{s}.resources": _get(redis, f"{s}.resources") for s in ("replica", "sentinel", "kubectl")}
+        if _get(redis, "metrics.enabled"):
+            blocks["metrics.resources"] = _get(redis, "metrics.resources")
+        for index, container in enumerate(_get(redis, "replica.initContainers", []) or []):
+            blocks[f"replica.initContainers[{index}].resources"] = container.get("resources")
+    zitadel = _values(args, "zitadel")
+    if zitadel is not None:
+        blocks = {
+            path: _get(zitadel, path)
+            for path in ("resources", "login.resources", "setupJob.resources", "initJob.resources")
+        }
+    for path, resources in blocks.items():
+        missing = _missing_resources(resources)
+        if missing:
+            report(f"{path} must set {', '.join(missing)}", None)
+
+
+def pinned_charts(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type == RELEASE and not is_exact_version(str(args.props.get("version", ""))):
+        report(
+            f"chart {chart_of(args.props)} must be pinned to an exact version, not {args.props.get('version')!r}", None
+        )
+
+
+#: (type, name) of every resource that holds or guards the masterkey.
+MASTERKEY_RESOURCES = frozenset(
+    {
+        ("random:index/randomPassword:RandomPassword", "zitadel-masterkey"),
+        ("vault:kv/secretV2:SecretV2", "zitadel"),
+        ("kubernetes:core/v1:Secret", names.ZITADEL_MASTERKEY_SECRET),
+    }
+)
+
+
+def masterkey_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if (args.resource_type, args.name) in MASTERKEY_RESOURCES and is_prod(args.urn) and not args.opts.protect:
+        report("the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record", None)
+
+
+# --- stack policy --------------------------------------------------------------------------------------------------
+
+
+def zitadel_caches_on_redis(args: StackValidationArgs, report: ReportViolation) -> None:
+    releases = {chart_of(r.props): r.props.get("values", {}) for r in args.resources if r.resource_type == RELEASE}
+    zitadel, redis = releases.get("zitadel"), releases.get("redis")
+    if zitadel is None:
+        return
+    caches = _get(zitadel, "zitadel.configmapConfig.Caches", {}) or {}
+    if _get(caches, "Connectors.Redis.Enabled") is not True:
+        report("ZITADEL's Redis cache connector must be enabled", None)
+    for cache in dblayout.REDIS_CACHES:
+        if _get(caches, f"{cache}.Connector") != "redis":
+            report(f"Caches.{cache}.Connector must be redis", None)
+    if redis is None:
+        report("ZITADEL's caches need the Redis release in the same stack", None)
+        return
+    annotations = _get(redis, "commonAnnotations", {}) or {}
+    events_db = int(annotations.get(names.EVENTS_DB_ANNOTATION, dblayout.DEFAULT_EVENTS_DB))
+    offset = _get(caches, "Connectors.Redis.DBOffset")
+    if not isinstance(offset, (int, float)):
+        report("Caches.Connectors.Redis.DBOffset must be set: ZITADEL's default of 10 needs 18 databases", None)
+        return
+    match = re.search(r"^databases (\d+)$", str(_get(redis, "commonConfiguration", "")), flags=re.M)
+    layout = dblayout.DbLayout(
+        events_db=events_db,
+        cache_db_offset=int(offset),
+        databases=int(match.group(1)) if match else dblayout.DEFAULT_DATABASES,
+    )
+    for _key, rule in layout.violations():
+        report(rule, None)
+
+
+RESOURCE_POLICIES: dict[str, tuple[Callable[[ResourceValidationArgs, ReportViolation], None], str]] = {
+    "redis-auth-enabled": (redis_auth, "Redis and Sentinel require a password."),
+    "redis-sentinel-ha": (redis_sentinel_ha, "Redis runs replication with Sentinel; prod has >= 3 nodes, quorum >= 2."),
+    "no-plaintext-secrets-in-helm-values": (no_plaintext_secrets, "No credential in plain text in Helm values."),
+    "vault-injection-on-secret-readers": (
+        vault_injection,
+        "Every pod template that reads a secret from Vault carries the injector annotations.",
+    ),
+    "resources-on-every-container": (
+        container_resources,
+        "Every container sets CPU/memory requests and a memory limit.",
+    ),
+    "chart-versions-pinned": (pinned_charts, "Every Helm release pins an exact chart version."),
+    "masterkey-protected-in-prod": (masterkey_protected, "The ZITADEL masterkey is protected in prod."),
+}
+STACK_POLICIES: dict[str, tuple[Callable[[StackValidationArgs, ReportViolation], None], str]] = {
+    "zitadel-caches-on-redis": (
+        zitadel_caches_on_redis,
+        "ZITADEL's caches use Redis, in a DB block that keeps clear of the events DB and below `databases`.",
+    ),
+}
+
+
+def policies() -> list[Policy]:
+    mandatory = EnforcementLevel.MANDATORY
+    found: list[Policy] = [
+        ResourceValidationPolicy(name=name, description=text, validate=fn, enforcement_level=mandatory)
+        for name, (fn, text) in RESOURCE_POLICIES.items()
+    ]
+    found += [
+        StackValidationPolicy(name=name, description=text, validate=fn, enforcement_level=mandatory)
+        for name, (fn, text) in STACK_POLICIES.items()
+    ]
+    return found
