@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import redis_settings
+from components.helm import chart_args
 from components.vault_texts import InjectedFile, injector_annotations, secret_value_template
 from stacks import names
 from stacks.config import Image, StackConfig
@@ -161,13 +162,6 @@ def redis_values(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-def _chart_opts(cfg: StackConfig) -> dict[str, Any]:
-    chart = cfg.redis.chart
-    if chart.repository:
-        return {"chart": chart.chart, "repository_opts": k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository)}
-    return {"chart": chart.chart}
-
-
 class RedisSentinel(pulumi.ComponentResource):
     """Namespace and Helm release of the Redis Sentinel cluster."""
 
@@ -193,12 +187,11 @@ class RedisSentinel(pulumi.ComponentResource):
             names.REDIS_RELEASE,
             name=names.REDIS_RELEASE,
             namespace=namespace.metadata.name,
-            version=cfg.redis.chart.version,
             values=redis_values(cfg),
             # Roll back a failed upgrade instead of leaving a half-updated Sentinel group.
             atomic=True,
             timeout=600,
-            **_chart_opts(cfg),
+            **chart_args(cfg.redis.chart),
             # The pods' Vault agent needs its role, policy and secret before the first pod starts.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *vault_access]),
         )

@@ -9,6 +9,7 @@ from typing import Any, Union
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.helm import chart_args
 from components.vault import VaultAccess, VaultPaths, database_dsn_key
 from components.vault_texts import InjectedFile, injector_annotations
 from stacks import dblayout, names
@@ -175,11 +176,6 @@ def zitadel_values(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-def _chart_opts(cfg: StackConfig) -> dict[str, Any]:
-    chart = cfg.zitadel.chart
-    return {"chart": chart.chart, "repository_opts": k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository)}
-
-
 class Zitadel(pulumi.ComponentResource):
     """Namespace, the Kubernetes Secrets the chart needs, and the ZITADEL Helm release."""
 
@@ -230,12 +226,11 @@ class Zitadel(pulumi.ComponentResource):
             names.ZITADEL_RELEASE,
             name=names.ZITADEL_RELEASE,
             namespace=namespace.metadata.name,
-            version=z.chart.version,
             values=zitadel_values(cfg),
             atomic=True,
             # The init and setup hook jobs run migrations; give them the chart's own deadline and then some.
             timeout=900,
-            **_chart_opts(cfg),
+            **chart_args(cfg.zitadel.chart),
             # The hook jobs log in to Vault at pre-install, and the setup job connects to Redis.
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[namespace, *secrets, *vault_access.zitadel_access, *redis]

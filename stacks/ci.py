@@ -1,8 +1,8 @@
 """What the GitHub workflows run: every step's logic is here, tested; the workflows only call it.
 
-    python -m stacks.ci report STACK --base REV --out FILE     plan diff of STACK against REV, as Markdown
-    python -m stacks.ci comment --repo OWNER/NAME --pr N FILE… post the reports as one sticky PR comment
-    python -m stacks.ci promote SOURCE TARGET --body-out FILE  run the promotion, write the PR body
+python -m stacks.ci report STACK --base REV --out FILE     plan diff of STACK against REV, as Markdown
+python -m stacks.ci comment --repo OWNER/NAME --pr N FILE… post the reports as one sticky PR comment
+python -m stacks.ci promote SOURCE TARGET --body-out FILE  run the promotion, write the PR body
 """
 
 from __future__ import annotations

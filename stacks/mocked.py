@@ -47,10 +47,6 @@ class RecordedResource:
     provider: str
     inputs: dict[str, Any]
 
-    @property
-    def short_parent(self) -> str:
-        return self.parent.rsplit("::", 1)[-1] if self.parent else ""
-
 
 @dataclass
 class StackOutput:
@@ -86,10 +82,6 @@ class _Mocks(pulumi_mocks.Mocks):
             value = mock_secret_value(args.name)
             self.recording.generated_secrets.append(value)
             state["result"] = value
-        if args.typ == "vault:index/mount:Mount" or args.typ == "vault:index/authBackend:AuthBackend":
-            state.setdefault("path", args.name)
-        if args.typ.startswith("kubernetes:core/v1:") and "metadata" in state:
-            state["metadata"] = {**state["metadata"]}
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:

@@ -127,9 +127,7 @@ def promote(
     if not promotion.moves:
         return promotion
     backwards = [
-        f"{path}: {old} → {new}"
-        for path, (old, new) in promotion.moves.items()
-        if version_key(new) < version_key(old)
+        f"{path}: {old} → {new}" for path, (old, new) in promotion.moves.items() if version_key(new) < version_key(old)
     ]
     if backwards and not allow_downgrade:
         raise PromotionError(f"{target} would go backwards (use --allow-downgrade): " + "; ".join(backwards))
@@ -157,4 +155,3 @@ def promote(
         target_file.write_text(new_text)
         promotion.written = target_file
     return promotion
-

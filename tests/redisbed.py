@@ -8,7 +8,6 @@ Everything listens on 127.0.0.1, on free ports, in a temporary folder, and ``Red
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import signal
@@ -140,10 +139,6 @@ class Process:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.kill()
-
-    @property
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
 
     def log_tail(self, lines: int = 15) -> str:
         log = self.workdir / ("sentinel.log" if "sentinel" in self.name else "redis.log")
@@ -341,11 +336,3 @@ def running_bed(cfg: RedisConfig, root: Path, *, with_sentinels: bool = True) ->
         yield bed.start(with_sentinels=with_sentinels)
     finally:
         bed.close()
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
