@@ -12,10 +12,20 @@ import pytest
 import redis
 
 from components import redis_settings
+from components.redis import redis_values
 from stacks import dblayout
 from stacks.config import RedisConfig, StackConfig
 from tests.conftest import stack_config
-from tests.redisbed import AckedWriter, BedError, RedisBed, binaries_available, missing_keys, running_bed, wait_until
+from tests.redisbed import (
+    AckedWriter,
+    BedError,
+    RedisBed,
+    binaries_available,
+    missing_keys,
+    redis_conf,
+    running_bed,
+    wait_until,
+)
 
 if not binaries_available():
     if os.environ.get("CI"):
@@ -79,6 +89,35 @@ def test_nodes_run_the_stack_settings(shared_bed: RedisBed, prod: StackConfig) -
         if key == "save":
             continue  # CONFIG GET prints the empty schedule as ""
         assert master.config_get(key)[key] == value, key
+
+
+def test_sentinels_run_the_stack_settings(shared_bed: RedisBed, prod: StackConfig) -> None:
+    s = redis_settings.sentinel_settings(prod.redis)
+    for sentinel in shared_bed.sentinels:
+        reply = shared_bed.client(sentinel.port).execute_command("SENTINEL", "MASTER", s.master_set)
+        fields = dict(zip(reply[::2], reply[1::2], strict=True)) if isinstance(reply, list) else reply
+        assert int(fields["quorum"]) == s.quorum
+        assert int(fields["down-after-milliseconds"]) == s.down_after_milliseconds
+        assert int(fields["failover-timeout"]) == s.failover_timeout
+        assert int(fields["parallel-syncs"]) == s.parallel_syncs
+
+
+def test_helm_values_and_test_bed_share_one_source(prod: StackConfig) -> None:
+    """The chart gets exactly the settings the processes here run with, so tests and deployment cannot drift."""
+    values = redis_values(prod)
+    s = redis_settings.sentinel_settings(prod.redis)
+    assert (values["sentinel"]["masterSet"], values["sentinel"]["quorum"]) == (s.master_set, s.quorum)
+    assert values["sentinel"]["downAfterMilliseconds"] == s.down_after_milliseconds
+    assert values["sentinel"]["failoverTimeout"] == s.failover_timeout
+    assert values["sentinel"]["parallelSyncs"] == s.parallel_syncs
+    directives = [tuple(line.split(" ", 1)) for line in values["commonConfiguration"].splitlines()]
+    assert directives == redis_settings.redis_directives(prod.redis)
+    assert ("min-replicas-to-write", "1") in directives
+    assert values["replica"]["disableCommands"] == list(redis_settings.disabled_commands())
+    conf = redis_conf(prod.redis, port=6379, workdir=Path("/data"), password="x", replica_of=None)
+    for key, value in directives:
+        assert f"{key} {value}\n" in conf
+    assert 'rename-command FLUSHALL ""' in conf
 
 
 # --- DB isolation --------------------------------------------------------------------------------------------------
