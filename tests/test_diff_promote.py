@@ -90,6 +90,14 @@ def test_diff_against_a_git_revision(git_project: Path) -> None:
     assert len(worktrees.strip().splitlines()) == 1  # the temporary worktree is gone
 
 
+def test_a_stack_new_in_the_change_is_all_additions(git_project: Path) -> None:
+    (git_project / "Pulumi.staging.yaml").write_text("config:\n  blinkchamber-identity:environment: dev\n")
+    result = cli("diff", "--base", "HEAD", "staging", cwd=git_project)
+    assert result.returncode == 1, result.stderr
+    assert "Plan: 26 to add, 0 to change, 0 to delete" in result.stdout
+    assert "  + kubernetes:helm.sh/v3:Release::redis" in result.stdout
+
+
 def test_diff_usage_errors() -> None:
     assert cli("diff", "dev").returncode == 2
     assert "exactly one stack" in cli("diff", "--base", "HEAD", "dev", "prod").stderr
