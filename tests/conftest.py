@@ -52,6 +52,16 @@ def recording(stack: str) -> mocked.Recording:
 
 
 @pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the program's entry point and stack files, for commands that edit stack files."""
+    import shutil
+
+    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        shutil.copy(PROJECT_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.fixture
 def git_project(tmp_path: Path) -> Path:
     """A git repository holding the working tree's program, committed once (the base of a change)."""
     import shutil

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +19,6 @@ PROD_COMMENT = "# The KV v2 mount"
 
 def cli(*args: str, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "stacks", *args], cwd=cwd, capture_output=True, text=True, check=False)
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the program's stack files to promote between."""
-    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
-        shutil.copy(PROJECT_DIR / name, tmp_path / name)
-    return tmp_path
 
 
 def bump_dev(project: Path, body: str) -> None:

@@ -162,12 +162,10 @@ def test_long_comments_are_truncated() -> None:
     assert len(body) < 65536 and body.rstrip().endswith("artifacts.")
 
 
-def test_promotion_pull_request_body(tmp_path: Path) -> None:
-    for name in ("__main__.py", "Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
-        shutil.copy(PROJECT_DIR / name, tmp_path / name)
-    with (tmp_path / "Pulumi.dev.yaml").open("a") as f:
+def test_promotion_pull_request_body(project: Path) -> None:
+    with (project / "Pulumi.dev.yaml").open("a") as f:
         f.write("  blinkchamber-identity:zitadel:\n    loginImage:\n      tag: v4.14.0\n")
-    outcome = promote("dev", "prod", tmp_path, dry_run=True)
+    outcome = promote("dev", "prod", project, dry_run=True)
     body = ci.promotion_body(outcome)
     assert "| `zitadel.loginImage.tag` | `v4.13.0` | `v4.14.0` |" in body
     assert '~ inputs.values.login.image.tag: "v4.13.0" → "v4.14.0"' in body
