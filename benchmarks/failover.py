@@ -19,7 +19,7 @@ from stacks.config import RedisConfig, StackConfig
 from stacks.loader import load
 from stacks.mocked import PROJECT_DIR
 from stacks.stackfile import read_stack_config
-from tests.redisbed import AckedWriter, RedisBed, binaries_available, missing_keys, running_bed, wait_until
+from testbed.redisbed import AckedWriter, RedisBed, binaries_available, missing_keys, running_bed, wait_until
 
 #: The Bitnami chart's own Sentinel timings (values.yaml sentinel.downAfterMilliseconds / failoverTimeout).
 CHART_DEFAULT_DOWN_AFTER_MS = 60000

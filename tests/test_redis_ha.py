@@ -15,8 +15,7 @@ from components import redis_settings
 from components.redis import redis_values
 from stacks import dblayout
 from stacks.config import RedisConfig, StackConfig
-from tests.conftest import stack_config
-from tests.redisbed import (
+from testbed.redisbed import (
     AckedWriter,
     BedError,
     RedisBed,
@@ -26,6 +25,7 @@ from tests.redisbed import (
     running_bed,
     wait_until,
 )
+from tests.conftest import stack_config
 
 if not binaries_available():
     if os.environ.get("CI"):
