@@ -3,6 +3,12 @@
 Side by side in one run, for the chart's Sentinel defaults (down-after 60000 ms, failover-timeout 180000 ms), the
 dev stack and the prod stack: kill the master (SIGKILL) under a writer that waits for a replica (``WAIT 1``) and
 measure kill → first acknowledged write on the new master, and how many acknowledged writes are missing after.
+
+In the prod runs, the same failover as ZITADEL lives it: two stand-ins of its cache connector hold one address, a
+stand-in of the ``redis-master`` Service that follows the sentinels after a relabel delay, and pass every attempt
+through a model of ZITADEL's circuit breaker, one with the stack's settings and one with ZITADEL's defaults (60 s
+open). Each reports kill → its first successful cache call.
+
 Then the throughput of pipelined writes to the events DB with and without ``WAIT 1``, as a ratio.
 """
 
@@ -11,19 +17,45 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacks.config import RedisConfig, StackConfig
+from stacks.config import MASTER_RELABEL_SECONDS, RedisConfig, StackConfig
 from stacks.loader import load
 from stacks.mocked import PROJECT_DIR
 from stacks.stackfile import read_stack_config
-from testbed.redisbed import AckedWriter, RedisBed, binaries_available, missing_keys, running_bed, wait_until
+from testbed.breaker import ZITADEL_DEFAULTS, BreakerSettings, CircuitBreaker
+from testbed.forwarder import master_service
+from testbed.redisbed import (
+    AckedWriter,
+    BedError,
+    RedisBed,
+    binaries_available,
+    missing_keys,
+    running_bed,
+    wait_until,
+)
+from testbed.zitadel_cache import CacheClient
 
 #: The Bitnami chart's own Sentinel timings (values.yaml sentinel.downAfterMilliseconds / failoverTimeout).
 CHART_DEFAULT_DOWN_AFTER_MS = 60000
 CHART_DEFAULT_FAILOVER_TIMEOUT_MS = 180000
+
+
+#: A ZITADEL pod under steady load: one cache call every 10 ms.
+CACHE_CALL_PERIOD_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class ZitadelView:
+    """Kill → first successful cache call through the master Service, per breaker."""
+
+    stack_breaker: float
+    default_breaker: float
+    #: Kill → the Service stand-in reaching the new master.
+    relabel: float
 
 
 @dataclass(frozen=True)
@@ -31,6 +63,7 @@ class Failover:
     seconds: float
     lost: int
     acknowledged: int
+    zitadel: ZitadelView | None = None
 
 
 def stack(name: str) -> StackConfig:
@@ -46,24 +79,63 @@ def chart_defaults(base: RedisConfig) -> RedisConfig:
     )
 
 
-def measure_failover(cfg: RedisConfig, events_db: int, workdir: Path) -> Failover:
-    with running_bed(cfg, workdir) as bed:
+def measure_failover(
+    cfg: RedisConfig, events_db: int, workdir: Path, zitadel: StackConfig | None = None, relabel_delay: float = 0.0
+) -> Failover:
+    """One failover; with ``zitadel``, also as two stand-ins of its cache connector see it (stack and defaults)."""
+    with running_bed(cfg, workdir) as bed, master_service(bed, relabel_delay) as service:
+        clients: dict[str, CacheClient] = {}
+        if zitadel is not None:
+            for name, settings in (("stack", BreakerSettings.of(zitadel)), ("defaults", ZITADEL_DEFAULTS)):
+                clients[name] = CacheClient(zitadel, service.port, bed.password, CircuitBreaker(settings))
+        stop = threading.Event()
+        threads = [threading.Thread(target=c.run, args=(stop, CACHE_CALL_PERIOD_SECONDS)) for c in clients.values()]
         writer = AckedWriter(bed, events_db)
-        writer.start()
-        wait_until("acknowledged writes", lambda: len(writer.acked) >= 200, 30)
-        old_port = bed.master_port()
-        killed_at = time.monotonic()
-        bed.node(old_port).kill()
-        limit = cfg.down_after_milliseconds / 1000 + 60
-        first_ack = wait_until(
-            "an acknowledged write on the new master", lambda: writer.first_ack_from_other_master(old_port), limit
-        )
-        # Keep writing a moment on the new master, then count what the new master is missing.
-        time.sleep(0.5)
-        writer.stop()
-        keys = writer.keys
-        lost = missing_keys(bed.client(bed.master_port(), db=events_db), keys)
-        return Failover(seconds=first_ack - killed_at, lost=len(lost), acknowledged=len(keys))
+        try:
+            writer.start()
+            for thread in threads:
+                thread.start()
+            wait_until("acknowledged writes", lambda: len(writer.acked) >= 200, 30)
+            wait_until("cache calls", lambda: all(len(c.calls) >= 100 for c in clients.values()), 30)
+            old_port = bed.master_port()
+            killed_at = time.monotonic()
+            bed.node(old_port).kill()
+            limit = cfg.down_after_milliseconds / 1000 + 60
+            first_ack = wait_until(
+                "an acknowledged write on the new master", lambda: writer.first_ack_from_other_master(old_port), limit
+            )
+            # Keep writing a moment on the new master, then count what the new master is missing.
+            time.sleep(0.5)
+            writer.stop()
+            keys = writer.keys
+            lost = missing_keys(bed.client(bed.master_port(), db=events_db), keys)
+            view = None
+            if clients:
+                # ZITADEL's default breaker stays open 60 s after it trips.
+                backs = {
+                    name: wait_until(
+                        f"a cache call through the {name} breaker",
+                        lambda c=c: c.first_success_after(killed_at),  # type: ignore[misc]
+                        limit + ZITADEL_DEFAULTS.timeout,
+                        0.1,
+                    )
+                    for name, c in clients.items()
+                }
+                view = ZitadelView(
+                    stack_breaker=backs["stack"] - killed_at,
+                    default_breaker=backs["defaults"] - killed_at,
+                    relabel=service.moves[0][0] - killed_at,
+                )
+            return Failover(seconds=first_ack - killed_at, lost=len(lost), acknowledged=len(keys), zitadel=view)
+        except BedError as error:
+            raise BedError(f"{error}\n{bed.diagnostics()}") from None
+        finally:
+            stop.set()
+            writer.stop()
+            for thread in threads:
+                thread.join(timeout=10)
+            for client in clients.values():
+                client.close()
 
 
 def measure_throughput(bed: RedisBed, events_db: int, stream: str, pipeline: int, events: int, wait: bool) -> float:
@@ -87,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.failover", description=__doc__)
     parser.add_argument("--repetitions", type=int, default=3, help="failovers per configuration (default 3)")
     parser.add_argument("--events", type=int, default=20000, help="events per throughput run (default 20000)")
+    parser.add_argument(
+        "--relabel-delay",
+        type=float,
+        default=MASTER_RELABEL_SECONDS,
+        help=f"seconds from +switch-master to the master Service moving (default {MASTER_RELABEL_SECONDS:g})",
+    )
     args = parser.parse_args(argv)
     if not binaries_available():
         parser.error("needs redis-server and redis-sentinel (apt-get install redis-server redis-sentinel)")
@@ -101,11 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="failover-bench-") as tmp:
         for rep in range(args.repetitions):
             for name, cfg in configs.items():
-                run = measure_failover(cfg, prod.events.db, Path(tmp) / f"{name.replace(' ', '-')}-{rep}")
+                workdir = Path(tmp) / f"{name.replace(' ', '-')}-{rep}"
+                zitadel = prod if name == "prod" else None
+                run = measure_failover(cfg, prod.events.db, workdir, zitadel, args.relabel_delay)
                 results[name].append(run)
+                view = run.zitadel
+                seen = (
+                    f"; ZITADEL's cache back after {view.stack_breaker:.2f} s (stack breaker), "
+                    f"{view.default_breaker:.2f} s (defaults); Service moved at {view.relabel:.2f} s"
+                    if view
+                    else ""
+                )
                 print(
                     f"  {name:15} run {rep + 1}: failover {run.seconds:6.2f} s, "
-                    f"lost {run.lost} of {run.acknowledged} acknowledged writes",
+                    f"lost {run.lost} of {run.acknowledged} acknowledged writes{seen}",
                     flush=True,
                 )
         with running_bed(prod.redis, Path(tmp) / "throughput") as bed:
@@ -136,10 +223,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{single_acked:,.0f} events/s with WAIT 1 after each ({single_acked / single:.2f}x)"
     )
     runs = results["prod"]
+    views = [r.zitadel for r in runs if r.zitadel is not None]
+    relabel = statistics.median(v.relabel for v in views)
+    stack_back = statistics.median(v.stack_breaker for v in views)
+    default_back = statistics.median(v.default_breaker for v in views)
+    print(
+        f"zitadel view, prod (Service stand-in moves {args.relabel_delay:g} s after +switch-master, median "
+        f"{relabel:.2f} s after the kill): stack breaker ({prod.breaker_timeout} open) median {stack_back:.2f} s, "
+        f"max {max(v.stack_breaker for v in views):.2f} s; ZITADEL's defaults (60s open) median {default_back:.2f} s, "
+        f"max {max(v.default_breaker for v in views):.2f} s"
+    )
     median = statistics.median(r.seconds for r in runs)
     print(
         f"failover prod: median {median:.1f} s, max {max(r.seconds for r in runs):.1f} s, "
         f"lost {sum(r.lost for r in runs)} acknowledged writes, {baseline / median:.1f}x faster than chart defaults"
+    )
+    print(
+        f"zitadel view: cache back after {stack_back:.1f} s with the stack's breaker, {default_back:.1f} s with "
+        f"ZITADEL's defaults ({default_back / stack_back:.1f}x sooner)"
     )
     return 0
 

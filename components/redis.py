@@ -8,9 +8,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import redis_settings
+from components import edge_pods, ownership, redis_settings
 from components.helm import chart_args
-from components.vault_texts import InjectedFile, injector_annotations, secret_value_template
+from components.isolation import pod_security_labels
+from components.vault import PASSWORD_ALPHABET
+from components.vault_texts import InjectedFile, injector_annotations, password_copy_script, secret_value_template
 from stacks import names
 from stacks.config import Image, StackConfig
 
@@ -25,7 +27,8 @@ def _image(image: Image) -> dict[str, str]:
 
 
 def redis_password_file(cfg: StackConfig) -> InjectedFile:
-    vault_path = names.kv2_api_path(cfg.vault.kv_mount, names.REDIS_SECRET_NAME)
+    vault_names = names.VaultNames.of(cfg)
+    vault_path = vault_names.kv_path(vault_names.redis_secret)
     return InjectedFile(
         name=names.REDIS_INJECT_NAME,
         vault_path=vault_path,
@@ -41,7 +44,12 @@ def _password_copy_container(cfg: StackConfig) -> dict[str, Any]:
     return {
         "name": "copy-redis-password",
         "image": cfg.redis.images.redis.reference,
-        "command": ["/bin/bash", "-ec", f"cp {source} {target} && chmod 0400 {target}"],
+        # Fails closed unless the agent's file is exactly one generated password (README: vault-k8s >= 1.5.0).
+        "command": [
+            "/bin/sh",
+            "-ec",
+            password_copy_script(source, target, alphabet=PASSWORD_ALPHABET, length=cfg.redis.password_length),
+        ],
         "securityContext": {
             "runAsUser": _REDIS_UID,
             "runAsGroup": _REDIS_UID,
@@ -56,7 +64,8 @@ def _password_copy_container(cfg: StackConfig) -> dict[str, Any]:
 
 
 def _network_policy(cfg: StackConfig) -> dict[str, Any]:
-    """Ingress only from ZITADEL's namespace (and the configured clients); egress only to Vault and the API."""
+    """Ingress only from ZITADEL's namespace, the edge's ratelimit pods (and the configured clients); egress only to
+    Vault and the API."""
     client_namespaces = (cfg.zitadel.namespace, *cfg.redis.client_namespaces)
     return {
         "enabled": True,
@@ -69,20 +78,37 @@ def _network_policy(cfg: StackConfig) -> dict[str, Any]:
                     {"port": names.SENTINEL_PORT, "protocol": "TCP"},
                 ],
                 "from": [
-                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-                    for namespace in client_namespaces
+                    *(
+                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+                        for namespace in client_namespaces
+                    ),
+                    # The gateway's rate-limit counters (DB 0), through Sentinel: only the ratelimit pods.
+                    edge_pods.in_namespace(cfg.edge.namespace, edge_pods.RATE_LIMIT_LABELS),
                 ],
             }
         ],
         "extraEgress": [
+            {
+                # The chart opens DNS over UDP only; answers too large for UDP are retried over TCP.
+                "ports": [{"port": 53, "protocol": "TCP"}],
+                "to": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": cfg.kubernetes.dns_namespace}
+                        }
+                    }
+                ],
+            },
             {
                 # The Vault agent init container logs in and fetches the password.
                 "ports": [{"port": cfg.vault.port, "protocol": "TCP"}],
                 "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cfg.vault.namespace}}}],
             },
             {
-                # The kubectl sidecar relabels the master pod so that the master Service follows failovers.
+                # The kubectl sidecar relabels the master pod so that the master Service follows failovers. The API
+                # server is no pod (its Service address is translated first): only its address blocks can match it.
                 "ports": [{"port": port, "protocol": "TCP"} for port in cfg.redis.kube_api_ports],
+                "to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.kubernetes.api_server_cidrs],
             },
         ],
     }
@@ -96,8 +122,12 @@ def db_layout_annotations(cfg: StackConfig) -> dict[str, str]:
     }
 
 
-def redis_values(cfg: StackConfig) -> dict[str, Any]:
-    """The Bitnami Redis chart values of a stack. No secret: the password reaches the pods through Vault."""
+def redis_values(cfg: StackConfig, password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
+    """The Bitnami Redis chart values of a stack. No secret: the password reaches the pods through Vault.
+
+    ``password_version`` (the KV version of the password, never the value) goes on the pod template: a new password
+    then rolls every node; otherwise the values would not change and pods would take it one crash at a time.
+    """
     r = cfg.redis
     sentinel = redis_settings.sentinel_settings(r)
     relocated = any(image.registry != "docker.io" for _, image in r.images)
@@ -124,13 +154,19 @@ def redis_values(cfg: StackConfig) -> dict[str, Any]:
             # The injector rejects pods without a token, and the master Service's kubectl sidecar needs it.
             "automountServiceAccountToken": True,
             "disableCommands": list(redis_settings.disabled_commands()),
-            "podAnnotations": injector_annotations(
-                role=names.REDIS_VAULT_ROLE,
-                auth_path=cfg.vault.kubernetes_auth_path,
-                files=[redis_password_file(cfg)],
-                init_first=True,
-            ),
+            "podAnnotations": {
+                **injector_annotations(
+                    role=names.VaultNames.of(cfg).redis_role,
+                    auth_path=cfg.vault.kubernetes_auth_path,
+                    files=[redis_password_file(cfg)],
+                    init_first=True,
+                ),
+                **({names.REDIS_PASSWORD_VERSION_ANNOTATION: password_version} if password_version is not None else {}),
+            },
             "initContainers": [_password_copy_container(cfg)],
+            # Merged into the chart's (fsGroup 1001): the Vault agent containers the injector adds set no seccomp
+            # profile of their own, so Pod Security "restricted" needs it at pod level.
+            "podSecurityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
             "resources": r.resources.redis.as_k8s(),
             "persistence": persistence,
             "podAntiAffinityPreset": r.pod_anti_affinity,
@@ -138,6 +174,9 @@ def redis_values(cfg: StackConfig) -> dict[str, Any]:
         },
         "sentinel": {
             "enabled": True,
+            # Sentinel mode's StatefulSet: its volumes (AOF, the event streams) outlive a deleted StatefulSet or a
+            # scale-down (Kubernetes' default too, stated here so that a chart default cannot change it).
+            "persistentVolumeClaimRetentionPolicy": {"enabled": True, "whenDeleted": "Retain", "whenScaled": "Retain"},
             "image": _image(r.images.sentinel),
             "masterSet": sentinel.master_set,
             "quorum": sentinel.quorum,
@@ -174,26 +213,23 @@ class RedisSentinel(pulumi.ComponentResource):
         cfg: StackConfig,
         *,
         vault_access: Sequence[pulumi.Resource],
+        password_version: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("blinkchamber:identity:RedisSentinel", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        namespace = k8s.core.v1.Namespace(
-            names.REDIS_NAMESPACE,
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=names.REDIS_NAMESPACE),
-            opts=child,
-        )
+        namespace = ownership.namespace(names.REDIS_NAMESPACE, cfg, labels=pod_security_labels(cfg), parent=self)
         self.release = k8s.helm.v3.Release(
             names.REDIS_RELEASE,
             name=names.REDIS_RELEASE,
             namespace=namespace.metadata.name,
-            values=redis_values(cfg),
+            values=redis_values(cfg, password_version),
             # Roll back a failed upgrade instead of leaving a half-updated Sentinel group.
             atomic=True,
-            timeout=600,
+            timeout=cfg.redis.release_timeout_seconds,
             **chart_args(cfg.redis.chart),
-            # The pods' Vault agent needs its role, policy and secret before the first pod starts.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *vault_access]),
+            # The pods' Vault agent needs its role, policy and secret before the first pod starts. Protected in prod:
+            # deleting the release deletes the StatefulSet that holds the event streams.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *vault_access], protect=cfg.redis.protect),
         )
         domain = cfg.kubernetes.cluster_domain
         self.master_address = pulumi.Output.from_input(names.redis_master_address(domain))

@@ -9,7 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stacks import names
-from stacks.config import RedisConfig
+from stacks.config import RedisConfig, quantity_bytes
+
+#: Under memory pressure Redis evicts only keys with a TTL (caches, rate-limit counters, dedup keys), least recently
+#: used first: the event streams and the relay's cursor carry none, so no eviction can ever drop them.
+MAXMEMORY_POLICY = "volatile-lru"
+_MIB = 2**20
+
+
+def maxmemory_megabytes(redis: RedisConfig) -> int | None:
+    """``maxmemory`` in MiB: ``maxmemoryPercent`` of the redis container's memory limit, rounded down."""
+    limit = redis.resources.redis.limits.memory
+    if limit is None:
+        return None
+    return quantity_bytes(limit) * redis.maxmemory_percent // 100 // _MIB
 
 
 def redis_directives(redis: RedisConfig) -> list[tuple[str, str]]:
@@ -21,6 +34,10 @@ def redis_directives(redis: RedisConfig) -> list[tuple[str, str]]:
         directives += [("appendonly", "no")]
     # AOF is the persistence; RDB snapshots would only add fork pauses.
     directives.append(("save", '""'))
+    megabytes = maxmemory_megabytes(redis)
+    if megabytes is not None:
+        # Redis's "mb" is MiB.
+        directives += [("maxmemory", f"{megabytes}mb"), ("maxmemory-policy", MAXMEMORY_POLICY)]
     if redis.min_replicas_to_write:
         directives += [
             ("min-replicas-to-write", str(redis.min_replicas_to_write)),

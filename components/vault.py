@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_random as random
 import pulumi_vault as vault
 
+from components.preflight import require_secret_keys
 from components.vault_texts import read_policy
 from stacks import names
 from stacks.config import StackConfig
@@ -16,6 +19,8 @@ from stacks.config import StackConfig
 #: ZITADEL's chart and binary require exactly 32 bytes; alphanumerics keep characters and bytes equal.
 MASTERKEY_LENGTH = 32
 POSTGRES_PASSWORD_LENGTH = 32
+#: What every generated password is drawn from (``RandomPassword`` with upper, lower, numeric and no special).
+PASSWORD_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True)
@@ -25,32 +30,83 @@ class VaultPaths:
     redis: str
     masterkey: str
     database: str
+    #: The event relay's ZITADEL personal access token.
+    relay_token: str
 
     @staticmethod
     def of(cfg: StackConfig) -> VaultPaths:
-        mount = cfg.vault.kv_mount
-        db = cfg.zitadel.database
-        database_secret = db.dsn_vault_secret if db.dsn_vault_secret else names.DATABASE_SECRET_NAME
+        n = names.VaultNames.of(cfg)
         return VaultPaths(
-            redis=names.kv2_api_path(mount, names.REDIS_SECRET_NAME),
-            masterkey=names.kv2_api_path(mount, names.ZITADEL_SECRET_NAME),
-            database=names.kv2_api_path(mount, database_secret),
+            redis=n.kv_path(n.redis_secret),
+            masterkey=n.kv_path(n.masterkey_secret),
+            database=n.kv_path(n.database_secret),
+            relay_token=n.kv_path(n.relay_secret),
         )
 
 
 def database_dsn_key(cfg: StackConfig) -> str:
     """The key of the DSN inside its Vault secret."""
-    db = cfg.zitadel.database
-    return db.dsn_vault_key if db.dsn_vault_secret else names.DATABASE_SECRET_KEY
+    return names.VaultNames.of(cfg).database_key
+
+
+@dataclass(frozen=True)
+class PodRole:
+    """A Kubernetes-auth role: the one service account it admits, and its read-only policy on ``reads``."""
+
+    #: The seed's role and policy names: the Pulumi resource names, stable whatever ``vault.namePrefix`` says.
+    role_key: str
+    policy_key: str
+    #: The names in Vault (``names.VaultNames``).
+    role: str
+    policy: str
+    service_account: str
+    namespace: str
+    #: KV v2 API paths the policy grants ``read`` on.
+    reads: tuple[str, ...]
+
+
+def pod_roles(cfg: StackConfig) -> list[PodRole]:
+    """Redis reads its password; ZITADEL reads the Redis password and its DSN; the event relay (when enabled) reads
+    the Redis password and its ZITADEL token."""
+    n, paths = names.VaultNames.of(cfg), VaultPaths.of(cfg)
+    roles = [
+        PodRole(
+            names.REDIS_VAULT_ROLE,
+            names.REDIS_VAULT_POLICY,
+            n.redis_role,
+            n.redis_policy,
+            names.REDIS_SERVICE_ACCOUNT,
+            names.REDIS_NAMESPACE,
+            (paths.redis,),
+        ),
+        PodRole(
+            names.ZITADEL_VAULT_ROLE,
+            names.ZITADEL_VAULT_POLICY,
+            n.zitadel_role,
+            n.zitadel_policy,
+            names.ZITADEL_SERVICE_ACCOUNT,
+            cfg.zitadel.namespace,
+            (paths.redis, paths.database),
+        ),
+    ]
+    if cfg.events.relay.enabled:
+        roles.append(
+            PodRole(
+                names.RELAY_VAULT_ROLE,
+                names.RELAY_VAULT_POLICY,
+                n.relay_role,
+                n.relay_policy,
+                names.RELAY_SERVICE_ACCOUNT,
+                cfg.zitadel.namespace,
+                (paths.redis, paths.relay_token),
+            )
+        )
+    return roles
 
 
 def policy_documents(cfg: StackConfig) -> dict[str, str]:
-    """Policy name → HCL. Redis reads its password; ZITADEL reads the Redis password and its DSN."""
-    paths = VaultPaths.of(cfg)
-    return {
-        names.REDIS_VAULT_POLICY: read_policy([paths.redis]),
-        names.ZITADEL_VAULT_POLICY: read_policy([paths.redis, paths.database]),
-    }
+    """Policy name (in Vault) → HCL."""
+    return {role.policy: read_policy(role.reads) for role in pod_roles(cfg)}
 
 
 def _kv_json(key: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -64,6 +120,9 @@ class VaultAccess(pulumi.ComponentResource):
     redis_access: list[pulumi.Resource]
     zitadel_access: list[pulumi.Resource]
     masterkey: pulumi.Output[str]
+    #: The generated Redis password (a Pulumi secret), for the one consumer that cannot read Vault: the edge's
+    #: ratelimit pods, which take it only from their environment.
+    redis_password: pulumi.Output[str]
     #: The bundled Postgres's superuser and application passwords (dev only).
     postgres_passwords: tuple[pulumi.Output[str], pulumi.Output[str]] | None
 
@@ -81,31 +140,49 @@ class VaultAccess(pulumi.ComponentResource):
         guarded = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.zitadel.protect_masterkey))
         v = cfg.vault
         paths = VaultPaths.of(cfg)
+        vault_names = names.VaultNames.of(cfg)
+        # Shared with every other stack on this Vault and with whatever else uses them: never deleted by this one.
+        retained = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True))
 
         mount: pulumi.Input[str] = v.kv_mount
         auth_backend: pulumi.Input[str] = v.kubernetes_auth_path
         backends: list[pulumi.Resource] = []
-        if v.manage_backends:
+        # A dev-mode Vault already has secret/ (KV v2) and refuses a second mount there: a separate switch.
+        if v.manage_kv_mount:
             kv = vault.Mount(
                 "kv",
                 path=v.kv_mount,
                 type="kv",
                 options={"version": "2"},
                 description="Secrets of the BlinkChamber identity tier",
-                opts=child,
+                opts=retained,
             )
-            auth = vault.AuthBackend("kubernetes", type="kubernetes", path=v.kubernetes_auth_path, opts=child)
+            mount = kv.path
+            backends.append(kv)
+        if v.manage_backends:
+            auth = vault.AuthBackend("kubernetes", type="kubernetes", path=v.kubernetes_auth_path, opts=retained)
             auth_config = vault.kubernetes.AuthBackendConfig(
-                "kubernetes", backend=auth.path, kubernetes_host=v.kubernetes_host, opts=child
+                "kubernetes", backend=auth.path, kubernetes_host=v.kubernetes_host, opts=retained
             )
-            mount, auth_backend = kv.path, auth.path
-            backends = [kv, auth, auth_config]
+            auth_backend = auth.path
+            backends += [auth, auth_config]
 
         redis_password = self._password("redis-password", cfg.redis.password_length)
+        self.redis_password = redis_password
         self.masterkey = self._password("zitadel-masterkey", MASTERKEY_LENGTH, protect=cfg.zitadel.protect_masterkey)
-        redis_secret = self._kv_secret(mount, names.REDIS_SECRET_NAME, names.REDIS_SECRET_KEY, redis_password, child)
+        redis_secret = self._kv_secret(
+            mount, names.REDIS_SECRET_NAME, vault_names.redis_secret, names.REDIS_SECRET_KEY, redis_password, child
+        )
+        # The secret's KV version, never its value: on the pod templates of its readers, so that a new password
+        # rolls every one of them (the Helm values would not change otherwise).
+        self.redis_password_version = redis_secret.metadata.apply(_kv_version)
         masterkey_secret = self._kv_secret(
-            mount, names.ZITADEL_SECRET_NAME, names.ZITADEL_MASTERKEY_VAULT_KEY, self.masterkey, guarded
+            mount,
+            names.ZITADEL_SECRET_NAME,
+            vault_names.masterkey_secret,
+            names.ZITADEL_MASTERKEY_VAULT_KEY,
+            self.masterkey,
+            guarded,
         )
 
         database_secrets: list[pulumi.Resource] = []
@@ -126,16 +203,32 @@ class VaultAccess(pulumi.ComponentResource):
             )
         elif db.dsn_from_config:
             dsn = pulumi.Config(names.PROJECT).require_secret("postgresDsn")
-        # Otherwise the DSN lives in an existing Vault secret (dsnVaultSecret) that this stack only reads.
+        # Otherwise the DSN lives in an existing Vault secret (dsnVaultSecret) that this stack only reads: confirmed
+        # there (its keys, never its value) before ZITADEL's release waits for it.
+        #: The DSN secret's path once Vault has confirmed it; None when the stack writes the DSN itself.
+        self.database_preflight: pulumi.Output[str] | None = None
+        if vault_names.external_database is not None:
+            external_secret, external_key = vault_names.external_database
+            self.database_preflight = require_secret_keys(
+                "zitadel-database",
+                mount=v.kv_mount,
+                secret=external_secret,
+                keys=[external_key],
+                needed_by="ZITADEL (its init job first)",
+                provider=provider,
+            )
         if dsn is not None:
             database_secrets.append(
-                self._kv_secret(mount, names.DATABASE_SECRET_NAME, names.DATABASE_SECRET_KEY, dsn, child)
+                self._kv_secret(
+                    mount,
+                    names.DATABASE_SECRET_NAME,
+                    vault_names.database_secret,
+                    names.DATABASE_SECRET_KEY,
+                    dsn,
+                    child,
+                )
             )
 
-        policies = {
-            policy: vault.Policy(policy, name=policy, policy=text, opts=child)
-            for policy, text in policy_documents(cfg).items()
-        }
         common_role_args = {
             "backend": auth_backend,
             "token_ttl": v.token_ttl_seconds,
@@ -143,48 +236,67 @@ class VaultAccess(pulumi.ComponentResource):
             "alias_name_source": "serviceaccount_name",
             "audience": v.audience,
         }
-        redis_role = vault.kubernetes.AuthBackendRole(
-            names.REDIS_VAULT_ROLE,
-            role_name=names.REDIS_VAULT_ROLE,
-            bound_service_account_names=[names.REDIS_SERVICE_ACCOUNT],
-            bound_service_account_namespaces=[names.REDIS_NAMESPACE],
-            token_policies=[policies[names.REDIS_VAULT_POLICY].name],
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=backends)),
-            **common_role_args,  # type: ignore[arg-type]
-        )
-        zitadel_role = vault.kubernetes.AuthBackendRole(
-            names.ZITADEL_VAULT_ROLE,
-            role_name=names.ZITADEL_VAULT_ROLE,
-            bound_service_account_names=[names.ZITADEL_SERVICE_ACCOUNT],
-            bound_service_account_namespaces=[cfg.zitadel.namespace],
-            token_policies=[policies[names.ZITADEL_VAULT_POLICY].name],
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=backends)),
-            **common_role_args,  # type: ignore[arg-type]
-        )
-        self.redis_access = [redis_secret, policies[names.REDIS_VAULT_POLICY], redis_role]
+        granted: dict[str, list[pulumi.Resource]] = {}
+        for pod in pod_roles(cfg):
+            policy = vault.Policy(pod.policy_key, name=pod.policy, policy=read_policy(pod.reads), opts=child)
+            role = vault.kubernetes.AuthBackendRole(
+                pod.role_key,
+                role_name=pod.role,
+                bound_service_account_names=[pod.service_account],
+                bound_service_account_namespaces=[pod.namespace],
+                token_policies=[policy.name],
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=backends)),
+                **common_role_args,  # type: ignore[arg-type]
+            )
+            granted[pod.role_key] = [policy, role]
+        self.redis_access = [redis_secret, *granted[names.REDIS_VAULT_ROLE]]
         self.zitadel_access = [
             redis_secret,
             masterkey_secret,
             *database_secrets,
-            policies[names.ZITADEL_VAULT_POLICY],
-            zitadel_role,
+            *granted[names.ZITADEL_VAULT_ROLE],
         ]
+        #: The event relay's policy and role (empty when the relay is off); its token secret is the relay's own.
+        self.relay_access: list[pulumi.Resource] = (
+            [redis_secret, *granted[names.RELAY_VAULT_ROLE]] if names.RELAY_VAULT_ROLE in granted else []
+        )
+        #: The KV v2 mount (an output of the mount resource when this stack creates it).
+        self.kv_mount = mount
         self.paths = paths
         self.register_outputs(
             {
                 "paths": {"redis": paths.redis, "masterkey": paths.masterkey, "database": paths.database},
-                "roles": [names.REDIS_VAULT_ROLE, names.ZITADEL_VAULT_ROLE],
+                "roles": [pod.role for pod in pod_roles(cfg)],
             }
         )
 
     def _password(self, name: str, length: int, protect: bool = False) -> pulumi.Output[str]:
         """Letters and digits only: URL-safe, and as many bytes as characters."""
         password = random.RandomPassword(
-            name, length=length, special=False, opts=pulumi.ResourceOptions(parent=self, protect=protect)
+            name,
+            length=length,
+            upper=True,
+            lower=True,
+            numeric=True,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect),
         )
         return pulumi.Output.secret(password.result)
 
     def _kv_secret(
-        self, mount: pulumi.Input[str], name: str, key: str, value: pulumi.Input[str], opts: pulumi.ResourceOptions
+        self,
+        mount: pulumi.Input[str],
+        resource_name: str,
+        name: str,
+        key: str,
+        value: pulumi.Input[str],
+        opts: pulumi.ResourceOptions,
     ) -> vault.kv.SecretV2:
-        return vault.kv.SecretV2(name, mount=mount, name=name, data_json=_kv_json(key, value), opts=opts)
+        return vault.kv.SecretV2(resource_name, mount=mount, name=name, data_json=_kv_json(key, value), opts=opts)
+
+
+def _kv_version(metadata: Mapping[str, str] | None) -> str:
+    """The ``version`` of a KV v2 secret's metadata, as the provider reads it back after each write."""
+    if not metadata or "version" not in metadata:
+        raise ValueError("the Vault provider returned no KV version for the secret: is disable_read set?")
+    return str(metadata["version"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,10 +37,11 @@ def injector_annotations(
     files: Iterable[InjectedFile],
     init_first: bool = False,
 ) -> dict[str, str]:
-    """Pod annotations for the Vault Agent Injector: init container only (no sidecar), rendering ``files``.
+    """Pod annotations for the Vault Agent Injector (vault-k8s 1.5.0+): init container only, rendering ``files``.
 
     The agent runs only as an init container (``agent-pre-populate-only``): the consumers read their secrets at
-    start, and a Job with the agent sidecar would never complete.
+    start, and a Job with the agent sidecar would never complete. Every file fails to render when a key it names is
+    missing (``error-on-missing-key``, vault-k8s 1.4.0): the agent would otherwise write ``<no value>`` and exit 0.
     """
     annotations = {
         f"{_PREFIX}agent-inject": "true",
@@ -54,9 +56,11 @@ def injector_annotations(
             raise ValueError(f"injector name {f.name!r} must be lower-case: the injector lower-cases file names")
         annotations[f"{_PREFIX}agent-inject-secret-{f.name}"] = f.vault_path
         annotations[f"{_PREFIX}agent-inject-template-{f.name}"] = f.template
+        annotations[f"{_PREFIX}error-on-missing-key-{f.name}"] = "true"
         if f.file:
             annotations[f"{_PREFIX}agent-inject-file-{f.name}"] = f.file
         if f.delimiters:
+            # vault-k8s 1.5.0: an older injector ignores these and the file holds the template text itself.
             annotations[f"{_PREFIX}agent-template-left-delim-{f.name}"] = f.delimiters[0]
             annotations[f"{_PREFIX}agent-template-right-delim-{f.name}"] = f.delimiters[1]
     return annotations
@@ -66,3 +70,29 @@ def secret_value_template(vault_path: str, key: str, delimiters: tuple[str, str]
     """A template printing one key of a KV v2 secret, with no trailing newline."""
     left, right = delimiters
     return f'{left}- with secret "{vault_path}" -{right}{left} .Data.data.{key} {right}{left}- end {right}'
+
+
+def password_copy_script(source: str, target: str, *, alphabet: str, length: int) -> str:
+    """POSIX sh: copy a rendered password file to ``target`` (mode 0400) only if it is exactly one password.
+
+    Fails closed on anything else (exit 1, nothing written): the template text itself (an injector too old for the
+    template's delimiters), ``<no value>``, an empty file, a trailing newline or a wrong length. The value is never
+    printed.
+    """
+    # Spelled out in a bracket expression: ranges and classes would depend on the locale, punctuation could be syntax.
+    if not (alphabet.isascii() and alphabet.isalnum()):
+        raise ValueError("the password alphabet must be ASCII letters and digits")
+    reason = f"not a {length}-character password of the generated alphabet"
+    lines = [
+        f"src={shlex.quote(source)}",
+        f"dst={shlex.quote(target)}",
+        # The trailing "." keeps trailing newlines, which $(...) would strip.
+        'pw=$(cat "$src"; echo .)',
+        "pw=${pw%.}",
+        f'case $pw in *[!{alphabet}]*) echo "$src: {reason}" >&2; exit 1 ;; esac',
+        f'if [ "${{#pw}}" -ne {length} ]; then echo "$src: {reason}" >&2; exit 1; fi',
+        # A restarted pod re-runs its init containers on the same emptyDir, where the old copy is read-only.
+        'rm -f "$dst"',
+        '(umask 0377 && printf %s "$pw" > "$dst")',
+    ]
+    return "".join(f"{line}\n" for line in lines)

@@ -9,7 +9,10 @@ from typing import Any, Union
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import ownership
+from components.edge_objects import route_parent_refs
 from components.helm import chart_args
+from components.isolation import pod_security_labels, zitadel_network_policies
 from components.vault import VaultAccess, VaultPaths, database_dsn_key
 from components.vault_texts import InjectedFile, injector_annotations
 from stacks import dblayout, names
@@ -29,6 +32,28 @@ class VaultValue:
 
 
 Fragment = Mapping[str, Union["Fragment", VaultValue]]
+
+#: The user of the ZITADEL, login and tool images, as the chart runs them.
+_ZITADEL_UID = 1000
+_RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
+#: The chart's pod-wide default for every pod it renders (server, login, jobs), made Pod Security "restricted".
+#: seccomp and runAsNonRoot at pod level also cover the containers the Vault Agent Injector adds.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": _ZITADEL_UID,
+    "fsGroup": _ZITADEL_UID,
+    "seccompProfile": _RUNTIME_DEFAULT_SECCOMP,
+}
+#: The chart's default for every container it renders (the login's wait-for-zitadel init container included).
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": _ZITADEL_UID,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": _RUNTIME_DEFAULT_SECCOMP,
+}
 
 
 def secrets_fragment(cfg: StackConfig) -> dict[str, Any]:
@@ -56,7 +81,8 @@ def zitadel_secrets_file(cfg: StackConfig) -> InjectedFile:
     paths = VaultPaths.of(cfg)
     return InjectedFile(
         name=names.ZITADEL_INJECT_NAME,
-        # The injector needs one path per file; the template itself reads each path it names.
+        # Informational only: the template names every path it reads (since vault-k8s 1.3.0 a template alone
+        # declares a file, and the injector uses this path only for its default template).
         vault_path=paths.redis,
         template=render_fragment_template(secrets_fragment(cfg)),
         file=names.ZITADEL_SECRETS_FILE,
@@ -64,13 +90,15 @@ def zitadel_secrets_file(cfg: StackConfig) -> InjectedFile:
 
 
 def cache_config(cfg: StackConfig) -> dict[str, Any]:
-    """``Caches``: the Redis connector on the master Service, and the caches that use it."""
+    """``Caches``: the Redis connector on the master Service, its circuit breaker, and the caches that use it."""
     cache = cfg.zitadel.cache
     pool = cache.pool
+    breaker = cache.circuit_breaker
     connector = {
         "Enabled": True,
         # ZITADEL's client takes one address and cannot speak Sentinel: the Service that follows the master.
         "Addr": names.redis_master_address(cfg.kubernetes.cluster_domain),
+        "ClientName": names.ZITADEL_REDIS_CLIENT_NAME,
         "DBOffset": cfg.db_layout.cache_db_offset,
         "PoolSize": pool.pool_size,
         "MaxRetries": pool.max_retries,
@@ -80,11 +108,21 @@ def cache_config(cfg: StackConfig) -> dict[str, Any]:
         "PoolTimeout": pool.pool_timeout,
         "ConnMaxIdleTime": pool.idle_timeout,
         "ConnMaxLifetime": pool.max_conn_age,
+        # Open about as long as a failover takes (ZITADEL's default: 60 s, counting since the pod started).
+        "CircuitBreaker": {
+            "Interval": breaker.interval,
+            "MaxConsecutiveFailures": breaker.max_consecutive_failures,
+            "MaxFailureRatio": breaker.max_failure_ratio,
+            "Timeout": cfg.breaker_timeout,
+            "MaxRetryRequests": breaker.max_retry_requests,
+        },
     }
     caches: dict[str, Any] = {"Connectors": {"Redis": connector}}
-    # Enabling the connector alone caches nothing: each cache must name it.
-    for name in dblayout.REDIS_CACHES:
-        caches[name] = {"Connector": "redis", "MaxAge": cache.max_age, "LastUseAge": cache.last_use_age}
+    # Enabling the connector alone caches nothing: each cache must name it. The login-state caches are named
+    # either way, so the plan shows where they live.
+    for name in (*dblayout.REDIS_CACHES, *dblayout.SESSION_CACHES):
+        connector_name = "redis" if name in cache.redis_caches else "postgres"
+        caches[name] = {"Connector": connector_name, "MaxAge": cache.max_age, "LastUseAge": cache.last_use_age}
     return caches
 
 
@@ -94,7 +132,7 @@ def configmap_config(cfg: StackConfig) -> dict[str, Any]:
         "ExternalDomain": z.external_domain,
         "ExternalPort": z.external_port,
         "ExternalSecure": z.external_secure,
-        # TLS ends at the ingress; ZITADEL itself serves h2c inside the cluster.
+        # TLS ends at the gateway; ZITADEL itself serves h2c inside the cluster.
         "TLS": {"Enabled": False},
         "Caches": cache_config(cfg),
     }
@@ -115,23 +153,20 @@ def _image(image: Image) -> dict[str, str]:
     return {"repository": f"{image.registry}/{image.repository}", "tag": image.tag}
 
 
-def _ingress(cfg: StackConfig, path: str) -> dict[str, Any]:
-    ingress = cfg.zitadel.ingress
-    values: dict[str, Any] = {
-        "enabled": ingress.enabled,
-        "className": ingress.class_name,
-        "hosts": [{"paths": [{"path": path, "pathType": "Prefix"}]}],
-    }
-    if ingress.tls_secret_name:
-        values["tls"] = [{"secretName": ingress.tls_secret_name, "hosts": [cfg.zitadel.external_domain]}]
-    return values
+def _route(cfg: StackConfig) -> dict[str, Any]:
+    """A Gateway API route the chart renders, attached to the stack's Gateway (hostname: ``ExternalDomain``)."""
+    return {"enabled": True, "parentRefs": route_parent_refs(cfg)}
 
 
-def zitadel_values(cfg: StackConfig) -> dict[str, Any]:
-    """The ZITADEL chart values of a stack. No secret: they arrive through Vault and Kubernetes Secrets."""
+def zitadel_values(cfg: StackConfig, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
+    """The ZITADEL chart values of a stack. No secret: they arrive through Vault and Kubernetes Secrets.
+
+    ``redis_password_version`` (the KV version of the Redis password) goes on the Deployment's pods, so that a new
+    password restarts ZITADEL too; the hook jobs run again on every upgrade anyway.
+    """
     z = cfg.zitadel
     vault_annotations = injector_annotations(
-        role=names.ZITADEL_VAULT_ROLE,
+        role=names.VaultNames.of(cfg).zitadel_role,
         auth_path=cfg.vault.kubernetes_auth_path,
         files=[zitadel_secrets_file(cfg)],
     )
@@ -140,6 +175,8 @@ def zitadel_values(cfg: StackConfig) -> dict[str, Any]:
     return {
         "replicaCount": z.replicas,
         "image": _image(z.image),
+        "podSecurityContext": POD_SECURITY_CONTEXT,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
         "zitadel": {
             "masterkeySecretName": names.ZITADEL_MASTERKEY_SECRET,
             # The chart mounts this Secret at /zitadel-secret-config-yaml and passes
@@ -149,17 +186,28 @@ def zitadel_values(cfg: StackConfig) -> dict[str, Any]:
             "configmapConfig": configmap_config(cfg),
         },
         # Deployment pods; the init job needs the DSN, and the setup job also starts the cache connectors.
-        "podAnnotations": vault_annotations,
+        "podAnnotations": {
+            **vault_annotations,
+            **(
+                {names.REDIS_PASSWORD_VERSION_ANNOTATION: redis_password_version}
+                if redis_password_version is not None
+                else {}
+            ),
+        },
         "initJob": jobs,
         "setupJob": jobs,
+        "cleanupJob": {"resources": z.resources.cleanup.as_k8s()},
+        # The login's wait-for-zitadel init container.
+        "tools": {"wait4x": {"resources": z.resources.wait_for_zitadel.as_k8s()}},
         "resources": z.resources.zitadel.as_k8s(),
-        "ingress": _ingress(cfg, "/"),
+        # The API (REST and gRPC-Web on HTTP, native gRPC); the chart's own paths ("/"). No Ingress.
+        "gateway": {"httpRoute": _route(cfg), "grpcRoute": _route(cfg)},
         "pdb": {"enabled": z.replicas > 1, "minAvailable": 1} if z.replicas > 1 else {"enabled": False},
         "login": {
             "image": _image(z.login_image),
             "replicaCount": z.replicas,
             "resources": z.resources.login.as_k8s(),
-            "ingress": _ingress(cfg, "/ui/v2/login"),
+            "gateway": {"httpRoute": _route(cfg)},
         },
         "postgresql": {
             "enabled": bundled,
@@ -170,8 +218,18 @@ def zitadel_values(cfg: StackConfig) -> dict[str, Any]:
                 "postgresPassword": "",
                 "database": names.ZITADEL_POSTGRES_DATABASE,
             },
-            "image": {"registry": "docker.io", "repository": "bitnamilegacy/postgresql"},
-            "primary": {"persistence": {"enabled": z.database.bundled_persistence}},
+            "image": {
+                "registry": z.postgres_image.registry,
+                "repository": z.postgres_image.repository,
+                "tag": z.postgres_image.tag,
+            },
+            "primary": {
+                "persistence": {"enabled": z.database.bundled_persistence},
+                # Without explicit resources the subchart falls back to its "nano" preset.
+                **({"resources": z.resources.postgres.as_k8s()} if bundled and z.resources.postgres else {}),
+                # Its own policy admits port 5432 from anywhere; ZITADEL's namespace policies cover it instead.
+                "networkPolicy": {"enabled": False},
+            },
         },
     }
 
@@ -188,14 +246,24 @@ class Zitadel(pulumi.ComponentResource):
         *,
         vault_access: VaultAccess,
         redis: Sequence[pulumi.Resource],
+        gateway: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("blinkchamber:identity:Zitadel", name, None, opts)
         z = cfg.zitadel
         child = pulumi.ResourceOptions(parent=self)
-        namespace = k8s.core.v1.Namespace(
-            z.namespace, metadata=k8s.meta.v1.ObjectMetaArgs(name=z.namespace), opts=child
-        )
+        namespace = ownership.namespace(z.namespace, cfg, labels=pod_security_labels(cfg), parent=self)
+        self.namespace = namespace
+        # Before the release: its hook jobs already run under them.
+        network_policies = [
+            k8s.networking.v1.NetworkPolicy(
+                policy["metadata"]["name"],
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy["metadata"]["name"], namespace=namespace.metadata.name),
+                spec=policy["spec"],
+                opts=child,
+            )
+            for policy in zitadel_network_policies(cfg)
+        ]
 
         def secret(
             resource_name: str, data: Mapping[str, pulumi.Input[str]], protect: bool = False
@@ -226,18 +294,27 @@ class Zitadel(pulumi.ComponentResource):
             names.ZITADEL_RELEASE,
             name=names.ZITADEL_RELEASE,
             namespace=namespace.metadata.name,
-            values=zitadel_values(cfg),
-            atomic=True,
+            values=_after(zitadel_values(cfg, vault_access.redis_password_version), vault_access.database_preflight),
+            # Not atomic: the setup hook migrates the database forward only, so a rollback after a later readiness
+            # timeout would run the old image on the new schema. A failure stays in place for the operator (README,
+            # "Deploying for real": a failed release).
+            atomic=False,
             # The init and setup hook jobs run migrations; give them the chart's own deadline and then some.
-            timeout=900,
+            timeout=z.release_timeout_seconds,
             **chart_args(cfg.zitadel.chart),
-            # The hook jobs log in to Vault at pre-install, and the setup job connects to Redis.
+            # The hook jobs log in to Vault at pre-install, and the setup job connects to Redis; the routes need the
+            # Gateway API CRDs the gateway release installs.
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[namespace, *secrets, *vault_access.zitadel_access, *redis]
+                parent=self,
+                depends_on=[namespace, *secrets, *network_policies, *vault_access.zitadel_access, *redis, *gateway],
             ),
         )
-        scheme = "https" if z.external_secure else "http"
-        default_port = 443 if z.external_secure else 80
-        port = "" if z.external_port == default_port else f":{z.external_port}"
-        self.url = pulumi.Output.from_input(f"{scheme}://{z.external_domain}{port}")
+        self.url = pulumi.Output.from_input(z.public_url)
         self.register_outputs({"url": self.url})
+
+
+def _after(values: dict[str, Any], check: pulumi.Output[str] | None) -> pulumi.Input[dict[str, Any]]:
+    """``values``, available only once ``check`` has passed: the release is not created or updated before that."""
+    if check is None:
+        return values
+    return pulumi.Output.all(pulumi.Output.from_input(values), check).apply(lambda both: both[0])

@@ -25,6 +25,13 @@ from stacks import dblayout, names
 from stacks.versions import is_exact_version
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
+#: Envoy Gateway's chart, and where its values configure the ratelimit Deployment it runs.
+GATEWAY_CHART = "gateway-helm"
+_RATE_LIMIT_DEPLOYMENT = "config.envoyGateway.provider.kubernetes.rateLimitDeployment"
+#: ``maxmemory-policy`` values that never evict a key without a TTL (event streams, cursors).
+_SAFE_EVICTION = frozenset({"volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random", "noeviction"})
+NAMESPACE = "kubernetes:core/v1:Namespace"
+POD_SECURITY = "pod-security.kubernetes.io/"
 INJECT = "vault.hashicorp.com/"
 _SECRET_KEY = re.compile(r"(password|passwd|masterkey|secret|token|dsn)$", re.IGNORECASE)
 #: Keys that name where a secret is, not what it is.
@@ -45,6 +52,9 @@ _SECRET_REFERENCE_KEYS = frozenset(
         "loginServiceKeySecretName",
     }
 )
+#: Environment variables that hold a credential (``REDIS_AUTH``, ``REDIS_SENTINEL_AUTH``, ``X_PASSWORD``): as container
+#: env entries in Helm values they must come from a Secret (``valueFrom``), never as a ``value``.
+_CREDENTIAL_ENV = re.compile(r"(AUTH|PASSWORD|PASSWD|TOKEN|SECRET|DSN|MASTERKEY)$", re.IGNORECASE)
 _CREDENTIAL_TEXT = (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), re.compile(r"(^|\s)password\s*=\s*\S", re.IGNORECASE))
 
 
@@ -83,7 +93,13 @@ def _values(args: ResourceValidationArgs, chart: str) -> Mapping[str, Any] | Non
 def plaintext_secrets(value: Any, path: str = "") -> Iterator[str]:
     """Paths in Helm values that hold a credential in plain text."""
     if isinstance(value, Mapping):
+        # An env entry (name, value) naming a credential: the value is the credential.
+        env_credential = bool(_CREDENTIAL_ENV.search(str(value.get("name", ""))) and value.get("value"))
+        if env_credential:
+            yield f"{path}.value"
         for key, item in value.items():
+            if env_credential and key == "value":
+                continue
             child = f"{path}.{key}" if path else str(key)
             is_annotation = str(key).startswith(INJECT)  # injector templates name secrets, they hold none
             if (
@@ -185,14 +201,33 @@ def container_resources(args: ResourceValidationArgs, report: ReportViolation) -
             blocks[f"replica.initContainers[{index}].resources"] = container.get("resources")
     zitadel = _values(args, "zitadel")
     if zitadel is not None:
-        blocks = {
-            path: _get(zitadel, path)
-            for path in ("resources", "login.resources", "setupJob.resources", "initJob.resources")
-        }
+        paths = ["resources", "setupJob.resources", "initJob.resources"]
+        # Sections the chart renders unless turned off; the login pod brings the wait4x init container.
+        if _get(zitadel, "login.enabled", True) is not False:
+            paths += ["login.resources", "tools.wait4x.resources"]
+        if _get(zitadel, "cleanupJob.enabled", True) is not False:
+            paths.append("cleanupJob.resources")
+        if _get(zitadel, "postgresql.enabled") is True:
+            paths.append("postgresql.primary.resources")
+        blocks = {path: _get(zitadel, path) for path in paths}
+    gateway = _values(args, GATEWAY_CHART)
+    if gateway is not None:
+        paths = ["deployment.envoyGateway.resources", "certgen.job.resources"]
+        paths.append(f"{_RATE_LIMIT_DEPLOYMENT}.container.resources")
+        blocks = {path: _get(gateway, path) for path in paths}
     for path, resources in blocks.items():
         missing = _missing_resources(resources)
         if missing:
             report(f"{path} must set {', '.join(missing)}", None)
+
+
+def namespace_pod_security(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type != NAMESPACE:
+        return
+    labels = _get(args.props, "metadata.labels", {}) or {}
+    for mode in ("enforce", "audit", "warn"):
+        if labels.get(f"{POD_SECURITY}{mode}") != "restricted":
+            report(f"namespace must label {POD_SECURITY}{mode}: restricted", None)
 
 
 def pinned_charts(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -200,6 +235,37 @@ def pinned_charts(args: ResourceValidationArgs, report: ReportViolation) -> None
         report(
             f"chart {chart_of(args.props)} must be pinned to an exact version, not {args.props.get('version')!r}", None
         )
+
+
+def redis_memory_bounded(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    values = _values(args, "redis")
+    if values is None:
+        return
+    conf = str(_get(values, "commonConfiguration", ""))
+    if not re.search(r"^maxmemory \S+$", conf, flags=re.M):
+        report("Redis needs maxmemory below its container's limit: without it the kernel kills it instead", None)
+    policy = re.search(r"^maxmemory-policy (\S+)$", conf, flags=re.M)
+    if policy is None or policy.group(1) not in _SAFE_EVICTION:
+        found = policy.group(1) if policy else "noeviction's default, unset"
+        report(f"maxmemory-policy must spare keys without a TTL (volatile-*), not {found}: the event streams", None)
+
+
+def gateway_rate_limit_on_sentinel(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    values = _values(args, GATEWAY_CHART)
+    if values is None:
+        return
+    url = str(_get(values, "config.envoyGateway.rateLimit.backend.redis.url", ""))
+    master, *sentinels = url.split(",")
+    if not master or len(sentinels) < 1:
+        report(f"the rate-limit Redis URL must be <master set>,<sentinel>,...: {url!r}", None)
+    if any("/" in address for address in sentinels):
+        report("no /db on a Sentinel address: radix would send SELECT to a Sentinel (counters live in DB 0)", None)
+    env = {e.get("name"): e for e in _get(values, f"{_RATE_LIMIT_DEPLOYMENT}.container.env", []) or []}
+    if _get(env, "REDIS_TYPE.value") != "sentinel":
+        report("the ratelimit container needs REDIS_TYPE=sentinel for a Sentinel URL", None)
+    for variable in ("REDIS_AUTH", "REDIS_SENTINEL_AUTH"):
+        if not _get(env, f"{variable}.valueFrom.secretKeyRef.name"):
+            report(f"{variable} must come from a Secret (valueFrom.secretKeyRef)", None)
 
 
 #: (type, name) of every resource that holds or guards the masterkey.
@@ -262,8 +328,20 @@ RESOURCE_POLICIES: dict[str, tuple[Callable[[ResourceValidationArgs, ReportViola
         container_resources,
         "Every container sets CPU/memory requests and a memory limit.",
     ),
+    "namespaces-pod-security-restricted": (
+        namespace_pod_security,
+        "Every namespace enforces, audits and warns at Pod Security Standard restricted.",
+    ),
     "chart-versions-pinned": (pinned_charts, "Every Helm release pins an exact chart version."),
     "masterkey-protected-in-prod": (masterkey_protected, "The ZITADEL masterkey is protected in prod."),
+    "redis-memory-bounded": (
+        redis_memory_bounded,
+        "Redis has a maxmemory and evicts only keys with a TTL: never an event stream.",
+    ),
+    "gateway-rate-limit-on-sentinel": (
+        gateway_rate_limit_on_sentinel,
+        "The gateway's rate limits use every sentinel of the set (no DB suffix), the password from a Secret.",
+    ),
 }
 STACK_POLICIES: dict[str, tuple[Callable[[StackValidationArgs, ReportViolation], None], str]] = {
     "zitadel-caches-on-redis": (

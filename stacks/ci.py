@@ -3,35 +3,51 @@
 python -m stacks.ci report STACK --base REV --out FILE     plan diff of STACK against REV, as Markdown
 python -m stacks.ci comment --repo OWNER/NAME --pr N FILE… post the reports as one sticky PR comment
 python -m stacks.ci promote SOURCE TARGET --body-out FILE  run the promotion, write the PR body
+python -m stacks.ci open-promotion --repo OWNER/NAME ...   push the promoted stack file, open or update its PR
+python -m stacks.ci vault-login STACK                      GitHub OIDC → the stack's Vault CI role ($GITHUB_ENV)
+python -m stacks.ci kubeconfig STACK --out FILE            the in-cluster runner's kubeconfig ($GITHUB_ENV)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
+from stacks import ci_login
+from stacks.config import StackConfig
 from stacks.diff import PlanDiff, RevisionError, diff_plans, plan_at_revision
-from stacks.loader import StackConfigError
+from stacks.github import (
+    COMMENT_MARKER,
+    GitHubApi,
+    GitHubError,
+    PullRequestApi,
+    PullRequestChange,
+    RestGitHub,
+    open_pull_request,
+    upsert_comment,
+)
+from stacks.loader import StackConfigError, load
 from stacks.mocked import PROJECT_DIR
 from stacks.plan import plan_stack
 from stacks.promote import Promotion, PromotionError, promote
+from stacks.stackfile import read_stack_config
 
-#: Identifies the one comment this program keeps up to date on a pull request.
-COMMENT_MARKER = "<!-- blinkchamber-identity:offline-plan -->"
+__all__ = ["COMMENT_MARKER", "GitHubApi", "PullRequestApi", "RestGitHub", "open_pull_request", "upsert_comment"]
+
 SECRET_CHANGE = "(secret value changed)"
 #: GitHub refuses comments above 65536 characters.
 COMMENT_LIMIT = 60000
+#: The GitHub App installation token the promotion workflow mints (actions/create-github-app-token).
+PROMOTION_TOKEN_VARIABLE = "PROMOTION_TOKEN"
 
 
 def report_markdown(stack: str, result: PlanDiff) -> str:
     secret_changed = any(SECRET_CHANGE in line for c in result.changes for line in c.lines)
     flags = " · ⚠️ secret values change" if secret_changed else ""
+    flags += " · ⚠️ replaces resources" if result.replacements else ""
     status = result.summary() if result.changed else "No changes."
     return (
         f"### `{stack}`: {status}{flags}\n\n"
@@ -63,63 +79,6 @@ def comment_body(reports: Sequence[str], commit: str = "") -> str:
     return body
 
 
-class GitHubApi(Protocol):
-    def list_issue_comments(self, repo: str, number: int) -> list[dict[str, Any]]: ...
-
-    def create_issue_comment(self, repo: str, number: int, body: str) -> dict[str, Any]: ...
-
-    def update_issue_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]: ...
-
-
-class RestGitHub:
-    """The three GitHub REST calls the sticky comment needs (``GITHUB_TOKEN`` of the workflow)."""
-
-    def __init__(self, token: str, api_url: str = "https://api.github.com") -> None:
-        self.token, self.api_url = token, api_url.rstrip("/")
-
-    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        request = urllib.request.Request(
-            f"{self.api_url}{path}",
-            method=method,
-            data=json.dumps(payload).encode() if payload is not None else None,
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-
-    def list_issue_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
-        comments: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            batch = self._call("GET", f"/repos/{repo}/issues/{number}/comments?per_page=100&page={page}")
-            comments += batch
-            if len(batch) < 100:
-                return comments
-            page += 1
-
-    def create_issue_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/repos/{repo}/issues/{number}/comments", {"body": body})
-        return result
-
-    def update_issue_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("PATCH", f"/repos/{repo}/issues/comments/{comment_id}", {"body": body})
-        return result
-
-
-def upsert_comment(api: GitHubApi, repo: str, number: int, body: str) -> str:
-    """Replace this program's comment on the pull request, or create it; returns ``updated`` or ``created``."""
-    ours = [c for c in api.list_issue_comments(repo, number) if COMMENT_MARKER in (c.get("body") or "")]
-    if ours:
-        api.update_issue_comment(repo, int(ours[0]["id"]), body)
-        return "updated"
-    api.create_issue_comment(repo, number, body)
-    return "created"
-
-
 def promotion_body(outcome: Promotion) -> str:
     return "\n".join(
         [
@@ -138,11 +97,22 @@ def promotion_body(outcome: Promotion) -> str:
     )
 
 
+def stack_config(stack: str, project_dir: Path) -> StackConfig:
+    return load(stack, *read_stack_config(project_dir / f"Pulumi.{stack}.yaml"))
+
+
 def _github_output(name: str, value: str) -> None:
     target = os.environ.get("GITHUB_OUTPUT")
     if target:
         with open(target, "a") as f:
             f.write(f"{name}={value}\n")
+
+
+def _github_env() -> Path:
+    target = os.environ.get("GITHUB_ENV")
+    if not target:
+        raise ci_login.LoginError("GITHUB_ENV is not set: this command hands credentials to a job's later steps")
+    return Path(target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,10 +135,31 @@ def main(argv: list[str] | None = None) -> int:
     prom.add_argument("target")
     prom.add_argument("--body-out", required=True)
     prom.add_argument("--allow-downgrade", action="store_true")
+    opener = commands.add_parser("open-promotion", help=f"needs {PROMOTION_TOKEN_VARIABLE}: a GitHub App's token")
+    opener.add_argument("--repo", required=True)
+    opener.add_argument("--base", required=True)
+    opener.add_argument("--branch", required=True)
+    opener.add_argument("--title", required=True)
+    opener.add_argument("--body", required=True, help="file holding the pull request's body")
+    opener.add_argument("files", nargs="+", help="files of the working tree to propose, relative to --project-dir")
+    login = commands.add_parser("vault-login", help="needs id-token: write and GITHUB_ENV")
+    login.add_argument("stack")
+    login.add_argument("--address", help="Vault address (default: the stack's vault.address)")
+    kubeconfig = commands.add_parser("kubeconfig", help="on a self-hosted runner in the stack's cluster")
+    kubeconfig.add_argument("stack")
+    kubeconfig.add_argument("--out", required=True)
+    kubeconfig.add_argument("--service-account-dir", default=str(ci_login.SERVICE_ACCOUNT_DIR))
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except (PromotionError, RevisionError, StackConfigError, FileNotFoundError) as exc:
+    except (
+        PromotionError,
+        RevisionError,
+        StackConfigError,
+        FileNotFoundError,
+        GitHubError,
+        ci_login.LoginError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -191,10 +182,54 @@ def _run(args: argparse.Namespace) -> int:
         api = RestGitHub(token, os.environ.get("GITHUB_API_URL", "https://api.github.com"))
         print(upsert_comment(api, args.repo, args.pr, body))
         return 0
+    if args.command == "open-promotion":
+        return _open_promotion(args, project_dir)
+    if args.command == "vault-login":
+        cfg = stack_config(args.stack, project_dir)
+        github_env = _github_env()
+        jwt = ci_login.github_oidc_token(cfg.vault.ci.audience, os.environ)
+        done = ci_login.vault_login(cfg, jwt, address=args.address, cafile=os.environ.get("VAULT_CACERT"))
+        # The mask first: from here on the runner hides the token wherever a later step would print it.
+        print(ci_login.export_login(done, github_env))
+        print(f"Logged in to {done.address}: policies {', '.join(done.policies)}, valid {done.ttl_seconds}s")
+        return 0
+    if args.command == "kubeconfig":
+        cfg = stack_config(args.stack, project_dir)
+        config = ci_login.in_cluster_kubeconfig(
+            cfg, Path(args.service_account_dir), ci_login.api_server_url(os.environ)
+        )
+        target = os.environ.get("GITHUB_ENV")
+        ci_login.write_kubeconfig(config, Path(args.out), Path(target) if target else None)
+        print(f"Wrote {args.out}: context {config['current-context']} → {config['clusters'][0]['cluster']['server']}")
+        return 0
     outcome = promote(args.source, args.target, project_dir, allow_downgrade=args.allow_downgrade)
     print(outcome.render(), end="")
     Path(args.body_out).write_text(promotion_body(outcome) if outcome.changed else "")
     _github_output("changed", str(outcome.changed).lower())
+    return 0
+
+
+def _open_promotion(args: argparse.Namespace, project_dir: Path, api: PullRequestApi | None = None) -> int:
+    token = os.environ.get(PROMOTION_TOKEN_VARIABLE)
+    if api is None:
+        if not token:
+            print(
+                f"error: {PROMOTION_TOKEN_VARIABLE} is not set: the pull request needs a GitHub App's token "
+                "(with GITHUB_TOKEN, GitHub would run no workflow on it)",
+                file=sys.stderr,
+            )
+            return 2
+        api = RestGitHub(token, os.environ.get("GITHUB_API_URL", "https://api.github.com"))
+    change = PullRequestChange(
+        base=args.base,
+        branch=args.branch,
+        files={path: (project_dir / path).read_bytes() for path in args.files},
+        title=args.title,
+        body=Path(args.body).read_text(),
+        message=args.title,
+    )
+    outcome, number = open_pull_request(api, args.repo, change)
+    print(f"{outcome} pull request #{number}")
     return 0
 
 

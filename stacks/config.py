@@ -7,8 +7,9 @@ Cross-field rules live in ``stacks/rules.py``; they run on the whole model and r
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -43,10 +44,35 @@ def _quantity(value: str) -> str:
     return value
 
 
+_QUANTITY_FACTORS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}
+
+
+def quantity_bytes(value: str) -> int:
+    """Bytes in a memory quantity (``512Mi`` → 536870912); a fraction of a byte rounds down."""
+    match = re.match(r"^(\d+(?:\.\d+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$", value)
+    if match is None or match.group(2) == "m":
+        raise ValueError(f"{value!r} is not a memory quantity such as 512Mi or 1Gi")
+    return int(float(match.group(1)) * _QUANTITY_FACTORS[match.group(2) or ""])
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block such as 10.0.0.0/8 or 192.0.2.10/32") from exc
+    return value
+
+
 GoDuration = Annotated[str, AfterValidator(_go_duration)]
 Quantity = Annotated[str, AfterValidator(_quantity)]
 PositiveInt = Annotated[int, Field(gt=0)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
 DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+#: A Pod Security Standard version as the admission labels take it: ``v1.30`` or ``latest``.
+PodSecurityVersion = Annotated[str, Field(pattern=r"^(latest|v1\.\d+)$")]
 
 
 class Model(BaseModel):
@@ -104,13 +130,52 @@ class KubernetesConfig(Model):
     context: str | None = None
     #: The cluster's DNS domain, used in every in-cluster address this program writes.
     cluster_domain: str = "cluster.local"
+    #: Namespace of the cluster DNS: the network policies open port 53 (UDP and TCP) to it.
+    dns_namespace: DnsLabel = "kube-system"
+    #: Pod Security Standard version the namespaces enforce; audit and warn follow ``latest``, so a rule added by a
+    #: newer Kubernetes shows up as a warning before it can reject a pod.
+    pod_security_version: PodSecurityVersion = "v1.30"
+    #: Where the API server answers pods (``kubectl get endpoints kubernetes``): the only destination of the Redis
+    #: kubectl sidecar's egress. Prod requires them narrowed from "anywhere".
+    api_server_cidrs: tuple[Cidr, ...] = ("0.0.0.0/0",)
+    #: Namespaces that exist already: taken over (upsert, for them alone) and left in place by ``pulumi destroy``.
+    #: Every other namespace the stack declares is created, and its creation fails if it exists.
+    adopt_namespaces: tuple[DnsLabel, ...] = ()
+    #: Pulumi ``protect`` on the namespaces the stack declares (deleting one deletes the Redis volumes in it).
+    protect_namespaces: bool = False
+    #: What the Kubernetes provider's identity is bound to: a context or kubeconfig change (an operator's laptop,
+    #: the in-cluster runner) is then an update, never a replacement of every object. Unset: the stack's name.
+    cluster_identifier: str | None = None
+
+
+class VaultCi(Model):
+    """The workflows' login to this stack's Vault: GitHub's OIDC token exchanged for a short-lived Vault token."""
+
+    #: Declare the JWT role and its deploy policy (``python -m stacks.ci vault-login`` uses them).
+    enabled: bool = True
+    #: The GitHub repository (``owner/name``) whose workflows may log in: the token's ``repository`` claim.
+    repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")]
+    #: The GitHub environment whose jobs may log in: the token's ``environment`` claim.
+    environment: Annotated[str, Field(min_length=1)]
+    #: Git refs whose jobs may log in (the ``ref`` claim, e.g. ``refs/heads/main``); empty: any ref of the repository.
+    refs: tuple[str, ...] = ()
+    #: Path of the JWT auth backend that trusts GitHub's issuer; shared by the stacks of one Vault.
+    auth_path: str = "github-actions"
+    #: True: this stack creates that backend (dev). False: it exists (prod).
+    manage_backend: bool = False
+    #: The ``aud`` the workflows request and the role requires: a token minted for anything else is refused.
+    audience: Annotated[str, Field(min_length=1)] = "blinkchamber-identity-vault"
+    #: Lifetime of the Vault token a login gets (no renewal beyond it): at least the provider's token TTL.
+    token_ttl_seconds: PositiveInt = 3600
 
 
 class VaultConfig(Model):
     #: Vault API address for the Pulumi Vault provider (the token comes from ``vaultToken`` or ``VAULT_TOKEN``).
     address: str
-    #: True: this stack creates the KV v2 mount and the Kubernetes auth backend (dev). False: they exist (prod).
+    #: True: this stack creates the Kubernetes auth backend and its config (dev). False: it exists (prod).
     manage_backends: bool
+    #: True: this stack creates the KV v2 mount ``kvMount``. False (default): it exists, as in a dev-mode Vault.
+    manage_kv_mount: bool = False
     #: KV v2 mount that holds this stack's secrets.
     kv_mount: str = "secret"
     #: Path of the Kubernetes auth backend (``auth/<path>``) the injector logs in with.
@@ -124,6 +189,13 @@ class VaultConfig(Model):
     token_ttl_seconds: PositiveInt = 3600
     #: Required ``aud`` of pod tokens; empty accepts the default pod token (which does not carry ``vault``).
     audience: str | None = None
+    #: Scopes every Vault name of the stack (``dev`` → ``dev-redis-role``, ``secret/data/dev/redis``); empty keeps the
+    #: plain names, for one environment per Vault. Stacks sharing a Vault need distinct prefixes.
+    name_prefix: Annotated[str, Field(pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$", max_length=32)] = ""
+    #: TTL of the child token Pulumi's Vault provider works with (its ``maxLeaseTtlSeconds``); it must outlive the
+    #: Helm releases' waits, or the Vault writes after them fail with an expired token.
+    provider_token_ttl_seconds: PositiveInt = 2700
+    ci: VaultCi
 
 
 # --- redis ---------------------------------------------------------------------------------------------------------
@@ -186,6 +258,13 @@ class RedisConfig(Model):
     client_namespaces: tuple[DnsLabel, ...] = ()
     #: Ports of the Kubernetes API, for the chart's kubectl sidecar that moves the master Service.
     kube_api_ports: tuple[PositiveInt, ...] = (443, 6443)
+    #: Pulumi ``protect`` on the Helm release (its volumes hold the event streams). Prod requires it.
+    protect: bool = False
+    #: How long ``pulumi up`` waits for the release's pods to be ready.
+    release_timeout_seconds: PositiveInt = 600
+    #: ``maxmemory`` as a share of the redis container's memory limit; the rest is headroom for replication and
+    #: client output buffers, the AOF rewrite's copy-on-write pages and the allocator's fragmentation.
+    maxmemory_percent: Annotated[int, Field(ge=10, le=90)] = 70
 
 
 # --- zitadel -------------------------------------------------------------------------------------------------------
@@ -206,13 +285,54 @@ class RedisPool(Model):
     max_conn_age: GoDuration = "1h"
 
 
+#: A failover as a client of the master Service lives it, after Sentinel's down-after: the sentinels' agreement,
+#: election and promotion (measured on real Sentinel: failover = down-after + about 1 s), then the chart's kubectl
+#: sidecar, which polls for a new master every second and labels its pod, and the Service's endpoints following it.
+SENTINEL_ELECTION_SECONDS: Final = 1.0
+MASTER_RELABEL_SECONDS: Final = 2.0
+#: Added to the failover for the breaker's default open time, so that its first probe finds the new master.
+BREAKER_SLACK_SECONDS: Final = 2.0
+
+
+class ZitadelCircuitBreaker(Model):
+    """ZITADEL's circuit breaker around every Redis call (``Caches.Connectors.Redis.CircuitBreaker``, sony/gobreaker).
+
+    It trips after more than ``maxConsecutiveFailures`` failed calls in a row, or when failures / calls in the
+    current window exceed ``maxFailureRatio``; open, it fails every call at once for ``timeout``, then lets
+    ``maxRetryRequests`` calls probe Redis. ZITADEL's own defaults keep it open 60 s and count since the pod started.
+    """
+
+    #: The closed-state window after which the counts reset. 0 counts from the start of the pod (or the last close).
+    interval: GoDuration = "60s"
+    #: Trip after more than this many failures in a row (0 turns the check off).
+    max_consecutive_failures: Annotated[int, Field(ge=0)] = 5
+    #: Trip when failures / calls in the window exceed this (0 turns the check off). No minimum call count: one
+    #: failure among a window's first calls already trips it.
+    max_failure_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    #: How long it stays open. Unset: derived from the Sentinel timings (``StackConfig.breaker_timeout``).
+    timeout: GoDuration | None = None
+    #: Calls let through half-open; that many successes close it, one failure opens it again.
+    max_retry_requests: PositiveInt = 1
+
+
 class ZitadelCache(Model):
     #: ZITADEL's caches live in DBs ``dbOffset+1 .. dbOffset+7``; keep the events DB out of that block.
     db_offset: Annotated[int, Field(ge=0)] = dblayout.DEFAULT_CACHE_DB_OFFSET
-    #: How long an entry may live, and how long it may go unused, in each Redis cache.
+    #: How long an entry may live, and how long it may go unused, in each cache the program configures.
     max_age: GoDuration = "1h"
     last_use_age: GoDuration = "10m"
     pool: RedisPool = RedisPool()
+    circuit_breaker: ZitadelCircuitBreaker = ZitadelCircuitBreaker()
+    #: Connector of the caches that carry login state across replicas (``IdPFormCallbacks``, ``FederatedLogouts``):
+    #: ``postgres`` (ZITADEL's default, durable) or ``redis`` (no Postgres writes on the login path; a failover can
+    #: fail a federated login in flight). README, "What Redis does for ZITADEL".
+    session_cache_connector: Literal["postgres", "redis"] = "postgres"
+
+    @property
+    def redis_caches(self) -> tuple[str, ...]:
+        """Every cache this stack puts on Redis."""
+        on_redis = self.session_cache_connector == "redis"
+        return dblayout.REDIS_CACHES + (dblayout.SESSION_CACHES if on_redis else ())
 
 
 class ZitadelDatabase(Model):
@@ -228,17 +348,51 @@ class ZitadelDatabase(Model):
     bundled_persistence: bool = False
 
 
-class ZitadelIngress(Model):
-    enabled: bool = False
-    class_name: str = ""
-    #: Secret with the TLS certificate for ``externalDomain``; required in prod.
-    tls_secret_name: str | None = None
-
-
 class ZitadelResources(Model):
     zitadel: Resources
     login: Resources
+    #: The init and setup jobs (and the setup job's secret writers).
     jobs: Resources
+    #: The login pod's init container that waits for ZITADEL (the chart's ``tools.wait4x``).
+    wait_for_zitadel: Resources
+    #: The post-delete job that removes the secrets the setup job wrote.
+    cleanup: Resources
+    #: The bundled Postgres (``database.mode: bundled``); unused with an external one.
+    postgres: Resources | None = None
+
+
+class EgressTarget(Model):
+    """Addresses outside the cluster that ZITADEL may reach, and on which ports."""
+
+    cidr: Cidr
+    #: Blocks inside ``cidr`` that stay closed (private ranges, the cloud metadata address).
+    except_: tuple[Cidr, ...] = Field(default=(), alias="except")
+    ports: tuple[Port, ...]
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+#: Everything but private, shared, loopback and link-local space: the cluster's own addresses and the cloud
+#: metadata endpoint (169.254.169.254) stay out of reach of the identity providers ZITADEL is told to call.
+_PUBLIC_EXCEPT = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16")
+
+
+class ZitadelNetworkPolicy(Model):
+    """What ZITADEL's namespace may receive and reach beyond its own pods, Redis, Vault and DNS."""
+
+    #: Further namespaces that may reach ZITADEL and its login UI besides the gateway's proxies (none by default:
+    #: only the gateway; e.g. a second ingress during a migration).
+    ingress_namespaces: tuple[DnsLabel, ...] = ()
+    #: External Postgres only: its address blocks and port (the bundled one is reached by its pod labels).
+    postgres_cidrs: tuple[Cidr, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    postgres_port: Port = 5432
+    #: The Kubernetes API's endpoints, for the setup job's secret writers and the cleanup job. The API server is
+    #: no pod: after the Service's address translation only an address block can match it.
+    kube_api_cidrs: tuple[Cidr, ...] = ("0.0.0.0/0",)
+    kube_api_ports: tuple[Port, ...] = (443, 6443)
+    #: External services of the ZITADEL server: identity providers (HTTPS) and the mail relay (SMTP submission).
+    external_egress: tuple[EgressTarget, ...] = (
+        EgressTarget(cidr="0.0.0.0/0", except_=_PUBLIC_EXCEPT, ports=(443, 465, 587)),
+    )
 
 
 class ZitadelConfig(Model):
@@ -246,17 +400,29 @@ class ZitadelConfig(Model):
     chart: Chart
     image: Image
     login_image: Image
+    #: The bundled Postgres subchart's image (``database.mode: bundled``); a pinned tag in every stack.
+    postgres_image: Image
     replicas: PositiveInt = 1
     #: The public name of ZITADEL (issuer, redirects, cookies) and the port and scheme clients use.
     external_domain: str
     external_port: Annotated[int, Field(gt=0, lt=65536)] = 443
     external_secure: bool = True
-    ingress: ZitadelIngress = ZitadelIngress()
     database: ZitadelDatabase
     cache: ZitadelCache = ZitadelCache()
     resources: ZitadelResources
+    network_policy: ZitadelNetworkPolicy = ZitadelNetworkPolicy()
     #: Pulumi ``protect`` on the masterkey (random value, Vault secret, Kubernetes Secret).
     protect_masterkey: bool = False
+    #: How long ``pulumi up`` waits for the release (its init and setup jobs run the database migrations).
+    release_timeout_seconds: PositiveInt = 900
+
+    @property
+    def public_url(self) -> str:
+        """ZITADEL as clients reach it (its issuer): scheme, domain, and the port unless the scheme's default."""
+        scheme = "https" if self.external_secure else "http"
+        default_port = 443 if self.external_secure else 80
+        port = "" if self.external_port == default_port else f":{self.external_port}"
+        return f"{scheme}://{self.external_domain}{port}"
 
 
 # --- events (consumed by the event relay) --------------------------------------------------------------------------
@@ -288,12 +454,179 @@ class EventPerformance(Model):
     workers: PositiveInt = 2
 
 
+class EventSource(Model):
+    """How the bridge reads ZITADEL's Event API (``POST /admin/v1/events/_search``, ascending, by creation date)."""
+
+    #: The instance the events belong to, in the dedup key (the Event API's events carry no instance ID); unset
+    #: uses ``zitadel.externalDomain``. Never change it on a running pipeline: every event would be new again.
+    instance: str | None = None
+    #: Pause between polls once the bridge has caught up.
+    poll_interval: GoDuration = "1s"
+    #: Each read stops at ``now - clockSkew``: the clock difference between the bridge and Postgres it covers.
+    clock_skew: GoDuration = "5s"
+    #: Events per request; ZITADEL caps it at 1000.
+    page_size: Annotated[int, Field(gt=0, le=1000)] = 1000
+    #: The periodic re-scan of the last ``lookBackWindow``, every ``lookBackPeriod``.
+    look_back_window: GoDuration = "30m"
+    look_back_period: GoDuration = "10m"
+    #: Lifetime of a dedup key; longer than the look-back window plus its period.
+    dedup_ttl: GoDuration = "1h"
+    #: An event whose JSON is larger goes to the dead-letter stream.
+    max_event_bytes: Annotated[int, Field(ge=1024)] = 65536
+    #: Where a bridge without a stored cursor starts: ZITADEL's first event, or the current time.
+    start_from: Literal["beginning", "now"] = "beginning"
+
+
+class RelayAdminApi(Model):
+    """Where the Pulumi program reaches ZITADEL's API to declare the relay's machine user (unset: the public URL)."""
+
+    domain: str | None = None
+    port: Port | None = None
+    insecure: bool | None = None
+
+
+class EventRelay(Model):
+    """The bridge's Deployment (in ZITADEL's namespace) and its identity in ZITADEL."""
+
+    enabled: bool = True
+    image: Image
+    #: Pods; one is active at a time through a lease in the events DB, the others stand by.
+    replicas: PositiveInt = 2
+    resources: Resources
+    #: Namespaces allowed to scrape the metrics port (Prometheus).
+    metrics_namespaces: tuple[DnsLabel, ...] = ()
+    admin_api: RelayAdminApi = RelayAdminApi()
+
+
 class EventsConfig(Model):
     #: Redis DB of the event streams; outside ZITADEL's cache block.
     db: Annotated[int, Field(ge=0)] = dblayout.DEFAULT_EVENTS_DB
     streams: EventStreams = EventStreams()
     publishing: EventPublishing = EventPublishing()
     performance: EventPerformance = EventPerformance()
+    source: EventSource = EventSource()
+    relay: EventRelay
+
+
+# --- edge (Envoy Gateway and its rate limits) ----------------------------------------------------------------------
+
+#: The units of Envoy Gateway's ``limit.unit`` (``api/v1alpha1/ratelimit_types.go``, v1.9.0).
+RateLimitUnit = Literal["Second", "Minute", "Hour", "Day", "Week", "Month", "Year"]
+#: A request header as the rules and the claim copy name it: lower case, as HTTP/2 carries it.
+HeaderName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=256)]
+#: A path prefix of a rule: plain characters only, so that it reads the same in the rule's RE2 pattern.
+PathPrefix = Annotated[str, Field(pattern=r"^/[A-Za-z0-9/._~-]*$", max_length=256)]
+#: A Gateway API duration (``20ms``, ``1s``): what Envoy Gateway's ``rateLimit.timeout`` accepts.
+GatewayDuration = Annotated[str, Field(pattern=r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")]
+DnsSubdomain = Annotated[
+    str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=253)
+]
+
+
+class RateLimitRule(Model):
+    """One limit of the gateway's global rate limiting: which requests count together, and how many may pass."""
+
+    #: Unique; it names the rule in the README and in reviews (Envoy Gateway itself numbers rules by position).
+    name: DnsLabel
+    requests: PositiveInt
+    unit: RateLimitUnit
+    #: One bucket per client address (as ``edge.clientIpDetection`` finds it).
+    per_client_ip: bool = False
+    #: One bucket per distinct value of each header; a request without one of them skips the rule.
+    per_headers: tuple[HeaderName, ...] = ()
+    #: Only requests whose path starts with one of these (at a ``/`` or ``?``), all counted together.
+    paths: tuple[PathPrefix, ...] = ()
+    #: Count and report in the ratelimit metrics but never reject: for rolling out a new limit.
+    shadow_mode: bool = False
+
+
+class EdgeRateLimit(Model):
+    #: True: a request is refused (500) when the rate-limit service cannot answer. False (default): it passes.
+    fail_closed: bool = False
+    #: How long Envoy waits for the rate-limit service before ``failClosed`` decides.
+    timeout: GatewayDuration = "20ms"
+    #: Prefix of every counter key in Redis DB 0 (``CACHE_KEY_PREFIX``): easy to SCAN, count and purge.
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+:$", max_length=32)] = "rl:"
+    #: Random seconds added to each counter's TTL (``EXPIRATION_JITTER_MAX_SECONDS``; upstream default 300). Short:
+    #: during a flood every distinct client IP or header value is one key, and the jitter keeps them longer.
+    expiration_jitter_max_seconds: Annotated[int, Field(ge=0, le=60)] = 10
+    #: The address ranges per-client-IP rules cover, one Envoy Gateway rule each (a selector takes one range).
+    client_cidrs: tuple[Cidr, ...] = ("0.0.0.0/0", "::/0")
+    rules: tuple[RateLimitRule, ...] = ()
+
+    def expanded(self) -> list[tuple[RateLimitRule, str | None]]:
+        """Each rule as Envoy Gateway gets it: a per-client-IP rule once per range of ``clientCidrs``."""
+        return [
+            (rule, cidr)
+            for rule in self.rules
+            for cidr in (self.client_cidrs if rule.per_client_ip else (None,))
+        ]
+
+
+class ClaimHeader(Model):
+    #: A claim of ZITADEL's JWT access tokens (``sub``, ``urn:zitadel:iam:user:resourceowner:id``).
+    claim: Annotated[str, Field(min_length=1, max_length=256)]
+    #: The request header the gateway writes it to; client-sent copies are removed first.
+    header: HeaderName
+
+
+class EdgeJwt(Model):
+    """Claims of valid ZITADEL JWT access tokens copied into headers the rules key on. Requests without a JWT (or
+    with an opaque token) pass unchanged: the gateway authenticates nobody, ZITADEL does."""
+
+    enabled: bool = True
+    claim_headers: tuple[ClaimHeader, ...] = (
+        ClaimHeader(claim="sub", header="x-rl-sub"),
+        ClaimHeader(claim="urn:zitadel:iam:user:resourceowner:id", header="x-rl-org"),
+    )
+
+
+class EdgeListener(Model):
+    #: The Gateway listener's port (the proxies' Service port).
+    port: Port
+    #: TLS Secret (in ``edge.namespace``) for ``zitadel.externalDomain``: an HTTPS listener. Unset: HTTP.
+    tls_secret_name: DnsSubdomain | None = None
+
+
+class EdgeClientIpDetection(Model):
+    #: Proxies in front of the gateway that append to X-Forwarded-For: 0 behind an L4 load balancer that keeps the
+    #: client address (the proxies' Service uses ``externalTrafficPolicy: Local``), 1 behind one L7 load balancer.
+    xff_num_trusted_hops: Annotated[int, Field(ge=0, le=8)] = 0
+
+
+class EdgeResources(Model):
+    #: The Envoy Gateway controller and its certgen job (the chart).
+    controller: Resources
+    certgen: Resources
+    #: The Envoy proxies and their shutdown-manager sidecar (the EnvoyProxy).
+    proxy: Resources
+    shutdown_manager: Resources
+    #: The envoyproxy/ratelimit pods.
+    rate_limit: Resources
+
+
+class EdgeNetworkPolicy(Model):
+    #: The API server's ports, for the controller and its certgen job (its addresses: kubernetes.apiServerCidrs).
+    kube_api_ports: tuple[Port, ...] = (443, 6443)
+    #: Namespaces allowed to scrape the proxies' and the ratelimit pods' metrics (port 19001).
+    monitoring_namespaces: tuple[DnsLabel, ...] = ()
+
+
+class EdgeConfig(Model):
+    """ZITADEL's edge: Envoy Gateway, a Gateway for ``zitadel.externalDomain``, and global rate limits on Redis."""
+
+    namespace: DnsLabel = "envoy-gateway-system"
+    chart: Chart
+    listener: EdgeListener
+    #: The proxies' Service; ``LoadBalancer`` and ``NodePort`` keep the client address (``Local`` traffic policy).
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
+    proxy_replicas: PositiveInt = 2
+    rate_limit_replicas: PositiveInt = 2
+    client_ip_detection: EdgeClientIpDetection = EdgeClientIpDetection()
+    rate_limit: EdgeRateLimit = EdgeRateLimit()
+    jwt: EdgeJwt = EdgeJwt()
+    resources: EdgeResources
+    network_policy: EdgeNetworkPolicy = EdgeNetworkPolicy()
 
 
 # --- the stack -----------------------------------------------------------------------------------------------------
@@ -304,6 +637,7 @@ class SecretPresence(Model):
 
     vault_token: bool = False
     postgres_dsn: bool = False
+    zitadel_admin_key: bool = False
 
 
 class StackConfig(Model):
@@ -313,7 +647,8 @@ class StackConfig(Model):
     vault: VaultConfig
     redis: RedisConfig
     zitadel: ZitadelConfig
-    events: EventsConfig = EventsConfig()
+    events: EventsConfig
+    edge: EdgeConfig
     secrets: SecretPresence = SecretPresence()
 
     @property
@@ -322,7 +657,22 @@ class StackConfig(Model):
             events_db=self.events.db,
             cache_db_offset=self.zitadel.cache.db_offset,
             databases=self.redis.databases,
+            redis_caches=self.zitadel.cache.redis_caches,
         )
+
+    @property
+    def failover_seconds(self) -> float:
+        """Kill of the master → the master Service reaches the new one: down-after, election, relabel."""
+        return self.redis.down_after_milliseconds / 1000 + SENTINEL_ELECTION_SECONDS + MASTER_RELABEL_SECONDS
+
+    @property
+    def breaker_timeout(self) -> str:
+        """ZITADEL's breaker open time: ``zitadel.cache.circuitBreaker.timeout``, else the failover plus slack."""
+        explicit = self.zitadel.cache.circuit_breaker.timeout
+        if explicit is not None:
+            return explicit
+        milliseconds = round((self.failover_seconds + BREAKER_SLACK_SECONDS) * 1000)
+        return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
     @property
     def is_prod(self) -> bool:

@@ -38,8 +38,38 @@ def _res(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
 
 
+#: ZITADEL's credential endpoints: the token endpoint, OIDC userinfo and end-session, the session API (REST and gRPC,
+#: where passwords and OTPs are checked) and the password and second-factor steps of both login UIs.
+CREDENTIAL_PATHS: Final = (
+    "/oauth/v2/token",
+    "/oidc/v1",
+    "/v2/sessions",
+    "/zitadel.session.v2.SessionService",
+    "/ui/v2/login/password",
+    "/ui/v2/login/otp",
+    "/ui/login/password",
+    "/ui/login/mfa/verify",
+)
+
+#: The rate-limit rules both environments start from (a stack may replace the list). Tune them in shadow mode first.
+_RATE_LIMIT_RULES: Final = [
+    {"name": "per-client-ip", "requests": 1200, "unit": "Minute", "perClientIp": True},
+    {
+        "name": "credentials-per-client-ip",
+        "requests": 60,
+        "unit": "Minute",
+        "perClientIp": True,
+        "paths": list(CREDENTIAL_PATHS),
+    },
+    {"name": "per-organization", "requests": 6000, "unit": "Minute", "perHeaders": [names.ZITADEL_ORG_HEADER]},
+    {"name": "per-user", "requests": 1200, "unit": "Minute", "perHeaders": ["x-rl-sub"]},
+    {"name": "per-token-organization", "requests": 6000, "unit": "Minute", "perHeaders": ["x-rl-org"]},
+]
+
 _COMMON: Final[dict[str, Any]] = {
     "kubernetes": {"clusterDomain": "cluster.local"},
+    # The repository whose workflows deploy (GitHub's OIDC "repository" claim); the stack's Vault trusts only it.
+    "vault": {"ci": {"repository": "blinkchamber/blinkchamber-identity"}},
     "redis": {
         "chart": {"chart": "oci://registry-1.docker.io/bitnamicharts/redis", "repository": "", "version": "23.1.1"},
         "images": _REDIS_IMAGES,
@@ -54,11 +84,27 @@ _COMMON: Final[dict[str, Any]] = {
         "chart": {"chart": "zitadel", "repository": "https://charts.zitadel.com", "version": "9.34.0"},
         "image": {"registry": "ghcr.io", "repository": "zitadel/zitadel", "tag": "v4.13.0"},
         "loginImage": {"registry": "ghcr.io", "repository": "zitadel/zitadel-login", "tag": "v4.13.0"},
+        # The bundled Postgres (dev). Its subchart (postgresql 18.5.5 in zitadel 9.34.0) defaults to ":latest";
+        # bitnamilegacy froze in August 2025, before PostgreSQL 18: 17.6.0 is the newest tag it holds.
+        "postgresImage": {"registry": _BITNAMI_REGISTRY, "repository": "bitnamilegacy/postgresql", "tag": "17.6.0"},
+    },
+    "edge": {
+        "chart": {"chart": "oci://docker.io/envoyproxy/gateway-helm", "repository": "", "version": "v1.9.0"},
+        "rateLimit": {"rules": _RATE_LIMIT_RULES},
+    },
+    "events": {
+        # Built from relay/Dockerfile and pushed by the release process; its tag is part of the release train.
+        "relay": {"image": {"registry": "ghcr.io", "repository": "blinkchamber/event-relay", "tag": "0.1.0"}},
     },
 }
 
 _DEV: Final[dict[str, Any]] = {
-    "vault": {"address": "http://vault.vault.svc.cluster.local:8200", "manageBackends": True},
+    "vault": {
+        "address": "http://vault.vault.svc.cluster.local:8200",
+        "manageBackends": True,
+        # Pull-request previews run in the "dev" environment too: any ref of the repository.
+        "ci": {"environment": "dev", "manageBackend": True},
+    },
     "redis": {
         # Fast failover for a dev cluster; still well above a GC pause.
         "downAfterMilliseconds": 5000,
@@ -80,18 +126,42 @@ _DEV: Final[dict[str, Any]] = {
         "externalPort": 8080,
         "externalSecure": False,
         "database": {"mode": "bundled"},
+        # Login state on Redis: dev exercises that path (DBs dbOffset+4, +5); an in-flight login lost to a
+        # failover costs nothing here. README, "What Redis does for ZITADEL".
+        "cache": {"sessionCacheConnector": "redis"},
         "protectMasterkey": False,
         "resources": {
             "zitadel": _res("100m", "256Mi", "512Mi"),
             "login": _res("50m", "128Mi", "256Mi"),
             "jobs": _res("100m", "256Mi", "512Mi"),
+            "waitForZitadel": _res("10m", "16Mi", "32Mi"),
+            "cleanup": _res("10m", "64Mi", "128Mi"),
+            "postgres": _res("100m", "256Mi", "512Mi"),
+        },
+    },
+    "events": {"relay": {"replicas": 2, "resources": _res("20m", "64Mi", "128Mi")}},
+    "edge": {
+        # Plain HTTP on the port clients use in dev (zitadel.externalPort).
+        "listener": {"port": 8080},
+        "proxyReplicas": 1,
+        "rateLimitReplicas": 1,
+        "resources": {
+            "controller": _res("50m", "128Mi", "512Mi"),
+            "certgen": _res("10m", "32Mi", "64Mi"),
+            "proxy": _res("50m", "128Mi", "256Mi"),
+            "shutdownManager": _res("10m", "32Mi", "64Mi"),
+            "rateLimit": _res("20m", "64Mi", "128Mi"),
         },
     },
 }
 
 _PROD: Final[dict[str, Any]] = {
-    "vault": {"manageBackends": False},
+    # No address here: a prod stack names its Vault (and its kubeconfig context) explicitly.
+    "vault": {"manageBackends": False, "ci": {"environment": "production", "refs": ["refs/heads/main"]}},
+    "kubernetes": {"protectNamespaces": True},
     "redis": {
+        # The release and its volumes hold the event streams: nothing deletes them without unprotecting first.
+        "protect": True,
         "downAfterMilliseconds": 5000,
         "failoverTimeout": 60000,
         # A master cut off from every replica stops taking writes instead of losing them.
@@ -111,13 +181,30 @@ _PROD: Final[dict[str, Any]] = {
         "replicas": 2,
         "externalPort": 443,
         "externalSecure": True,
-        "ingress": {"enabled": True},
         "database": {"mode": "external", "dsnVaultSecret": names.DATABASE_SECRET_NAME},
+        # Login state stays durable on Postgres: a failover must not fail a federated login in flight.
+        "cache": {"sessionCacheConnector": "postgres"},
         "protectMasterkey": True,
         "resources": {
             "zitadel": _res("500m", "512Mi", "1Gi"),
             "login": _res("100m", "256Mi", "512Mi"),
             "jobs": _res("250m", "512Mi", "1Gi"),
+            "waitForZitadel": _res("10m", "16Mi", "32Mi"),
+            "cleanup": _res("10m", "64Mi", "128Mi"),
+        },
+    },
+    "events": {"relay": {"replicas": 2, "resources": _res("100m", "128Mi", "256Mi")}},
+    "edge": {
+        # HTTPS; the stack file names the certificate's Secret (edge.listener.tlsSecretName).
+        "listener": {"port": 443},
+        "proxyReplicas": 2,
+        "rateLimitReplicas": 2,
+        "resources": {
+            "controller": _res("100m", "256Mi", "1Gi"),
+            "certgen": _res("10m", "32Mi", "64Mi"),
+            "proxy": _res("250m", "256Mi", "1Gi"),
+            "shutdownManager": _res("10m", "32Mi", "64Mi"),
+            "rateLimit": _res("100m", "128Mi", "256Mi"),
         },
     },
 }

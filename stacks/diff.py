@@ -2,13 +2,16 @@
 
 ``python -m stacks diff dev prod`` compares two stacks (what a promotion would change);
 ``python -m stacks diff --base main dev`` compares one stack on another git revision with the working tree (what a
-pull request changes). Secrets stay ``[secret]``; a changed secret is flagged, never shown.
+pull request changes). Secrets stay ``[secret]``; a changed secret is flagged, never shown. A change the provider
+applies by deleting and re-creating the resource is marked ``+/-``, its line ``(forces replacement)``
+(``stacks/replacements.py``).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from stacks.plan import Plan
+from stacks.replacements import forces_replacement
 
 _MISSING = object()
+REPLACEMENT_NOTE = "(forces replacement)"
+_LEAF_LINE = re.compile(r"^([~+-]) (inputs\.\S+?):(?: |$)")
 
 
 @dataclass(frozen=True)
 class Change:
-    #: ``+`` added, ``-`` removed, ``~`` changed
+    #: ``+`` added, ``-`` removed, ``~`` changed, ``+/-`` replaced (deleted and created again)
     action: str
     #: ``type::name`` of a resource, or ``output:<name>``
     key: str
@@ -39,8 +45,13 @@ class PlanDiff:
 
     @property
     def counts(self) -> tuple[int, int, int]:
+        """Added, changed in place, deleted (replacements are counted apart)."""
         resources = [c for c in self.changes if not c.key.startswith("output:")]
         return tuple(sum(1 for c in resources if c.action == a) for a in "+~-")  # type: ignore[return-value]
+
+    @property
+    def replacements(self) -> int:
+        return sum(1 for c in self.changes if c.action == "+/-")
 
     @property
     def changed(self) -> bool:
@@ -50,7 +61,8 @@ class PlanDiff:
         add, change, delete = self.counts
         outputs = sum(1 for c in self.changes if c.key.startswith("output:"))
         tail = f", {outputs} output{'s' if outputs != 1 else ''} changed" if outputs else ""
-        return f"Plan: {add} to add, {change} to change, {delete} to delete{tail}."
+        replace = f"{self.replacements} to replace, " if self.replacements else ""
+        return f"Plan: {add} to add, {change} to change, {replace}{delete} to delete{tail}."
 
     def render(self) -> str:
         lines = [f"Comparing {self.old} → {self.new}", ""]
@@ -67,7 +79,7 @@ class PlanDiff:
         return {
             "old": self.old,
             "new": self.new,
-            "summary": {"add": add, "change": change, "delete": delete},
+            "summary": {"add": add, "change": change, "replace": self.replacements, "delete": delete},
             "changes": [{"action": c.action, "key": c.key, "lines": c.lines} for c in self.changes],
         }
 
@@ -98,6 +110,8 @@ def _resource_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     lines = list(value_changes(old["inputs"], new["inputs"], "inputs"))
     for attribute in ("parent", "protect"):
         lines += value_changes(old.get(attribute), new.get(attribute), attribute)
+    # Plans made before retainOnDelete was recorded have none: the same as false.
+    lines += value_changes(old.get("retainOnDelete", False), new.get("retainOnDelete", False), "retainOnDelete")
     before, after = set(old.get("dependsOn", [])), set(new.get("dependsOn", []))
     lines += [f"- dependsOn: {dep}" for dep in sorted(before - after)]
     lines += [f"+ dependsOn: {dep}" for dep in sorted(after - before)]
@@ -119,12 +133,20 @@ def diff_plans(old: Plan, new: Plan, old_name: str | None = None, new_name: str 
         elif before is not None and after is not None:
             lines = _resource_lines(before, after)
             if lines:
-                changes.append(Change("~", key, lines))
+                marked = [_mark_replacement(after["type"], line) for line in lines]
+                changes.append(Change("+/-" if marked != lines else "~", key, marked))
     for name in sorted(set(old.outputs) | set(new.outputs)):
         lines = list(value_changes(old.outputs.get(name, _MISSING), new.outputs.get(name, _MISSING), name))
         if lines:
             changes.append(Change("~", f"output:{name}", lines))
     return PlanDiff(old_name or old.stack, new_name or new.stack, changes)
+
+
+def _mark_replacement(type_: str, line: str) -> str:
+    leaf = _LEAF_LINE.match(line)
+    if leaf and forces_replacement(type_, leaf.group(2), leaf.group(1)):
+        return f"{line} {REPLACEMENT_NOTE}"
+    return line
 
 
 # --- plans from another git revision -------------------------------------------------------------------------------

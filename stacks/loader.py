@@ -18,9 +18,14 @@ from stacks.config import StackConfig
 from stacks.defaults import deep_merge, defaults_for
 
 #: Keys holding objects of the typed configuration.
-SECTIONS: Final = ("kubernetes", "vault", "redis", "zitadel", "events")
+SECTIONS: Final = ("kubernetes", "vault", "redis", "zitadel", "events", "edge")
 #: Keys that may only hold Pulumi secrets, and the ``SecretPresence`` field each sets.
-SECRET_KEYS: Final = {"vaultToken": "vault_token", "postgresDsn": "postgres_dsn"}
+SECRET_KEYS: Final = {
+    "vaultToken": "vault_token",
+    "postgresDsn": "postgres_dsn",
+    # The first instance's admin machine key (JSON) for an existing ZITADEL; unset reads the Secret the chart writes.
+    "zitadelAdminKey": "zitadel_admin_key",
+}
 _KNOWN_KEYS: Final = frozenset({*SECTIONS, *SECRET_KEYS, "environment"})
 
 # What a credential looks like when it is pasted into plain config.

@@ -46,6 +46,7 @@ class RecordedResource:
     protect: bool
     provider: str
     inputs: dict[str, Any]
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -72,9 +73,16 @@ class Recording:
         return found[0]
 
 
+#: What a secret written by the program reads back as, first version (the provider reads KV v2 metadata after writing).
+MOCK_KV_METADATA: dict[str, str] = {"version": "1", "destroyed": "false", "deletion_time": "", "created_time": ""}
+_SUBKEYS = "vault:kv/getSecretSubkeysV2:getSecretSubkeysV2"
+
+
 class _Mocks(pulumi_mocks.Mocks):
-    def __init__(self, recording: Recording) -> None:
+    def __init__(self, recording: Recording, vault_subkeys: Mapping[str, Collection[str]]) -> None:
         self.recording = recording
+        #: ``<mount>/<name>`` → the keys of a Vault secret the stack reads but does not write.
+        self.vault_subkeys = vault_subkeys
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
@@ -82,10 +90,16 @@ class _Mocks(pulumi_mocks.Mocks):
             value = mock_secret_value(args.name)
             self.recording.generated_secrets.append(value)
             state["result"] = value
+        if args.typ == "vault:kv/secretV2:SecretV2":
+            state["metadata"] = dict(MOCK_KV_METADATA)
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == _SUBKEYS:
+            keys = self.vault_subkeys.get(f"{args.args.get('mount')}/{args.args.get('name')}")
+            # A missing secret: the provider fails the read; here the answer simply has no subkeys.
+            return ({"dataJson": json.dumps(dict.fromkeys(sorted(keys)))} if keys is not None else {}), []
+        return {}, []
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -106,6 +120,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     protect=bool(request.protect),
                     provider=request.provider,
                     inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+                    retain_on_delete=bool(request.retainOnDelete),
                 )
             )
         return response
@@ -125,14 +140,18 @@ def run_program(
     secret_keys: Collection[str] = (),
     program: Path = PROJECT_DIR / "__main__.py",
     recording: Recording | None = None,
+    vault_subkeys: Mapping[str, Collection[str]] | None = None,
 ) -> Recording:
     """Run ``program`` for ``stack`` with ``config`` (un-namespaced keys) under mocks; return what it declared.
 
     Raises what the program raises (a ``StackConfigError`` for an invalid configuration); pass ``recording`` to
-    see what was declared before that.
+    see what was declared before that. ``vault_subkeys`` (``<mount>/<name>`` → keys) is what the Vault holds beyond
+    the program's own secrets; by default what the stack's prerequisites say (its external DSN secret and key).
     """
     recording = recording if recording is not None else Recording(stack=stack)
-    mocks = _Mocks(recording)
+    if vault_subkeys is None:
+        vault_subkeys = _prerequisite_subkeys(stack, config, secret_keys)
+    mocks = _Mocks(recording, vault_subkeys)
     pulumi.runtime.set_mocks(mocks, project=names.PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(mocks))
     pulumi.runtime.set_all_config(
         pulumi_config_values(config), secret_keys=[f"{names.PROJECT}:{key}" for key in secret_keys]
@@ -153,3 +172,19 @@ def run_program(
 
     _sync_await(run_pulumi_func(body))
     return recording
+
+
+def _prerequisite_subkeys(
+    stack: str, config: Mapping[str, Any], secret_keys: Collection[str]
+) -> dict[str, Collection[str]]:
+    """The secrets a stack reads but does not write, as its README prerequisites have them in Vault."""
+    from stacks.loader import StackConfigError, load
+
+    try:
+        vault_names = names.VaultNames.of(load(stack, config, secret_keys))
+    except StackConfigError:
+        return {}  # the program itself reports the configuration's errors
+    if vault_names.external_database is None:
+        return {}
+    secret, key = vault_names.external_database
+    return {f"{vault_names.kv_mount}/{secret}": [key]}

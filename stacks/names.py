@@ -6,7 +6,11 @@ its tests or its outputs comes from this module.
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from stacks.config import StackConfig
 
 #: The Pulumi project, and so the namespace of every stack config key (``blinkchamber-identity:redis``).
 PROJECT: Final = "blinkchamber-identity"
@@ -33,6 +37,10 @@ REDIS_PASSWORD_VOLUME: Final = "redis-password"
 #: ZITADEL's cache truncate needs FLUSHDB; FLUSHALL would also wipe the events DB.
 REDIS_DISABLED_COMMANDS: Final = ("FLUSHALL",)
 
+#: The chart's StatefulSet (``<fullname>-node``) and the headless Service that names each pod, so each Sentinel.
+REDIS_NODE_STATEFULSET: Final = f"{REDIS_FULLNAME}-node"
+REDIS_HEADLESS_SERVICE: Final = f"{REDIS_FULLNAME}-headless"
+
 #: Annotations on every Redis object that record the DB layout (events DB; ZITADEL's cache block, "3-9").
 EVENTS_DB_ANNOTATION: Final = "blinkchamber.io/events-db"
 CACHE_BLOCK_ANNOTATION: Final = "blinkchamber.io/zitadel-cache-dbs"
@@ -54,6 +62,57 @@ ZITADEL_POSTGRES_HOST: Final = f"{ZITADEL_RELEASE}-postgresql"
 ZITADEL_POSTGRES_AUTH_SECRET: Final = "zitadel-postgresql-auth"
 ZITADEL_POSTGRES_DATABASE: Final = "zitadel"
 ZITADEL_POSTGRES_PORT: Final = 5432
+#: ``CLIENT SETNAME`` of ZITADEL's cache connector: ``CLIENT LIST`` on a Redis node shows who is connected.
+ZITADEL_REDIS_CLIENT_NAME: Final = "zitadel"
+#: The chart's Services: the API (h2c, REST and gRPC on one port) and the login UI.
+ZITADEL_SERVICE: Final = ZITADEL_FULLNAME
+ZITADEL_SERVICE_PORT: Final = 8080
+ZITADEL_LOGIN_FULLNAME: Final = f"{ZITADEL_FULLNAME}-login"
+#: The Gateway API routes the chart renders (``gateway.httpRoute``, ``gateway.grpcRoute``, ``login.gateway``).
+ZITADEL_HTTP_ROUTE: Final = ZITADEL_FULLNAME
+ZITADEL_GRPC_ROUTE: Final = f"{ZITADEL_FULLNAME}-grpc"
+ZITADEL_LOGIN_ROUTE: Final = ZITADEL_LOGIN_FULLNAME
+#: ZITADEL reads request headers with this prefix (``x-zitadel-orgid``, ``x-zitadel-public-host``, ...).
+ZITADEL_HEADER_PREFIX: Final = "x-zitadel-"
+#: The organization a request acts on (``internal/api/http``'s ``ZitadelOrgID``): a per-organization bucket key.
+ZITADEL_ORG_HEADER: Final = "x-zitadel-orgid"
+
+# --- Edge (Envoy Gateway) ---------------------------------------------------------------------------------------------
+EDGE_RELEASE: Final = "eg"
+#: Fixed in the chart's templates: the controller's Deployment, Service and pod label.
+EDGE_CONTROLLER: Final = "envoy-gateway"
+#: The controller name Envoy Gateway claims GatewayClasses with (the chart's ``config.envoyGateway.gateway``).
+EDGE_CONTROLLER_NAME: Final = "gateway.envoyproxy.io/gatewayclass-controller"
+EDGE_GATEWAY_CLASS: Final = "envoy-gateway"
+#: The EnvoyProxy (data plane settings), the Gateway, and the policies on them.
+EDGE_PROXY_CONFIG: Final = "identity-edge"
+EDGE_GATEWAY: Final = "identity-edge"
+EDGE_CLIENT_TRAFFIC_POLICY: Final = "identity-edge-clients"
+EDGE_RATE_LIMIT_POLICY: Final = "zitadel-rate-limits"
+EDGE_JWT_POLICY: Final = "zitadel-jwt-claims"
+#: The ratelimit Deployment Envoy Gateway runs (``internal/infrastructure/kubernetes/ratelimit``).
+EDGE_RATE_LIMIT_DEPLOYMENT: Final = "envoy-ratelimit"
+#: The Redis password for the ratelimit pods (which read it only from their environment).
+RATE_LIMIT_REDIS_SECRET: Final = "ratelimit-redis"
+RATE_LIMIT_REDIS_SECRET_KEY: Final = "password"
+#: On the ratelimit pods: a digest of that password, so that a rotation rolls them.
+RATE_LIMIT_PASSWORD_DIGEST_ANNOTATION: Final = "blinkchamber.io/redis-password-sha256"
+
+#: The Secret the chart's setup job writes with the first instance's admin machine key (``FirstInstance.Org.Machine``
+#: defaults in the chart's values.yaml: user ``iam-admin``, key file ``iam-admin.json``, role IAM_OWNER).
+ZITADEL_ADMIN_SECRET: Final = "iam-admin"
+ZITADEL_ADMIN_SECRET_KEY: Final = "iam-admin.json"
+
+# --- Event relay (the bridge from ZITADEL's Event API into the events DB) ------------------------------------------
+#: Deployment, ServiceAccount, Service, ConfigMap, PDB and NetworkPolicy of the bridge, in ZITADEL's namespace.
+RELAY_NAME: Final = "event-relay"
+RELAY_SERVICE_ACCOUNT: Final = RELAY_NAME
+RELAY_METRICS_PORT: Final = 9090
+RELAY_CONFIG_DIR: Final = "/etc/event-relay"
+RELAY_CONFIG_FILE: Final = "relay.json"
+#: The bridge's ZITADEL machine user and its only role (``events.read``; cmd/defaults.yaml InternalAuthZ).
+RELAY_MACHINE_USER: Final = "event-relay"
+RELAY_ZITADEL_ROLE: Final = "IAM_OWNER_VIEWER"
 
 # --- Vault ---------------------------------------------------------------------------------------------------------
 VAULT_SECRETS_DIR: Final = "/vault/secrets"
@@ -61,6 +120,12 @@ REDIS_VAULT_ROLE: Final = "redis-role"
 ZITADEL_VAULT_ROLE: Final = "zitadel-role"
 REDIS_VAULT_POLICY: Final = "redis-read"
 ZITADEL_VAULT_POLICY: Final = "zitadel-read"
+RELAY_VAULT_ROLE: Final = "event-relay-role"
+RELAY_VAULT_POLICY: Final = "event-relay-read"
+#: The bridge's personal access token in the KV mount, and the injector file it reads it from.
+RELAY_SECRET_NAME: Final = "event-relay"
+RELAY_SECRET_KEY: Final = "pat"
+RELAY_PAT_INJECT_NAME: Final = "zitadel-pat"
 #: KV v2 secret names (inside the stack's KV mount) and the key that holds the value.
 REDIS_SECRET_NAME: Final = "redis"
 REDIS_SECRET_KEY: Final = "password"
@@ -72,6 +137,117 @@ DATABASE_SECRET_KEY: Final = "dsn"
 REDIS_INJECT_NAME: Final = "redis-password"
 ZITADEL_INJECT_NAME: Final = "zitadel-secrets"
 ZITADEL_SECRETS_FILE: Final = "zitadel-secrets.yaml"
+#: On the pod templates of everything that reads the Redis password: the KV version of that secret (never the
+#: value), so that a new password rolls Redis and its clients.
+REDIS_PASSWORD_VERSION_ANNOTATION: Final = "blinkchamber.io/redis-password-version"
+#: GitHub Actions' OIDC issuer: the JWT auth backend the workflows log in with trusts the tokens it signs.
+GITHUB_OIDC_ISSUER: Final = "https://token.actions.githubusercontent.com"
+#: The workflows' identity in a stack's Vault: a JWT role and the policy it grants (``python -m stacks.ci``).
+CI_VAULT_ROLE: Final = "ci-deploy"
+CI_VAULT_POLICY: Final = "ci-deploy"
+
+
+@dataclass(frozen=True)
+class VaultNames:
+    """Every name a stack gives an object in Vault: policies, roles, KV paths, and the backends they live in.
+
+    ``vault.namePrefix`` scopes them to the stack, so that two stacks can share one Vault: ``dev`` makes the roles
+    and policies ``dev-redis-role``, ``dev-redis-read`` and the secrets ``<kvMount>/data/dev/redis``. Without a
+    prefix they are the plain names (one environment per Vault). The KV mount and the auth backends are shared by the
+    stacks of one Vault and keep their configured paths. Policies, roles, injector annotations, the workflows' login
+    and the cross-stack rule all read their names here.
+    """
+
+    prefix: str
+    kv_mount: str
+    kubernetes_auth_path: str
+    ci_auth_path: str
+    #: The Postgres DSN's secret when it is maintained outside the stack (``zitadel.database.dsnVaultSecret``, not
+    #: prefixed: the database team names it), with its key; ``None`` when the stack writes the DSN itself.
+    external_database: tuple[str, str] | None = None
+
+    @staticmethod
+    def of(cfg: StackConfig) -> VaultNames:
+        v, db = cfg.vault, cfg.zitadel.database
+        external = (db.dsn_vault_secret, db.dsn_vault_key) if db.mode == "external" and db.dsn_vault_secret else None
+        return VaultNames(v.name_prefix, v.kv_mount, v.kubernetes_auth_path, v.ci.auth_path, external)
+
+    def scoped(self, name: str) -> str:
+        """A policy or role name of this stack."""
+        return f"{self.prefix}-{name}" if self.prefix else name
+
+    def secret(self, name: str) -> str:
+        """A KV secret name of this stack (a folder per stack inside the shared mount)."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def kv_path(self, secret: str) -> str:
+        """The KV v2 API path of one of the names below (``secret/data/dev/redis``)."""
+        return kv2_api_path(self.kv_mount, secret)
+
+    @property
+    def redis_role(self) -> str:
+        return self.scoped(REDIS_VAULT_ROLE)
+
+    @property
+    def zitadel_role(self) -> str:
+        return self.scoped(ZITADEL_VAULT_ROLE)
+
+    @property
+    def relay_role(self) -> str:
+        return self.scoped(RELAY_VAULT_ROLE)
+
+    @property
+    def ci_role(self) -> str:
+        return self.scoped(CI_VAULT_ROLE)
+
+    @property
+    def redis_policy(self) -> str:
+        return self.scoped(REDIS_VAULT_POLICY)
+
+    @property
+    def zitadel_policy(self) -> str:
+        return self.scoped(ZITADEL_VAULT_POLICY)
+
+    @property
+    def relay_policy(self) -> str:
+        return self.scoped(RELAY_VAULT_POLICY)
+
+    @property
+    def ci_policy(self) -> str:
+        return self.scoped(CI_VAULT_POLICY)
+
+    @property
+    def redis_secret(self) -> str:
+        return self.secret(REDIS_SECRET_NAME)
+
+    @property
+    def masterkey_secret(self) -> str:
+        return self.secret(ZITADEL_SECRET_NAME)
+
+    @property
+    def relay_secret(self) -> str:
+        return self.secret(RELAY_SECRET_NAME)
+
+    @property
+    def database_secret(self) -> str:
+        """Where ZITADEL's DSN is read: the external secret, else the one the stack writes."""
+        return self.external_database[0] if self.external_database else self.secret(DATABASE_SECRET_NAME)
+
+    @property
+    def database_key(self) -> str:
+        return self.external_database[1] if self.external_database else DATABASE_SECRET_KEY
+
+    def owned(self) -> frozenset[str]:
+        """The API path of every object this stack may write and delete: what no other stack on its Vault may use."""
+        roles = (self.redis_role, self.zitadel_role, self.relay_role)
+        policies = (self.redis_policy, self.zitadel_policy, self.relay_policy, self.ci_policy)
+        secrets = (self.redis_secret, self.masterkey_secret, self.relay_secret, self.secret(DATABASE_SECRET_NAME))
+        return frozenset(
+            [f"auth/{self.kubernetes_auth_path}/role/{role}" for role in roles]
+            + [f"auth/{self.ci_auth_path}/role/{self.ci_role}"]
+            + [f"sys/policies/acl/{policy}" for policy in policies]
+            + [self.kv_path(secret) for secret in secrets]
+        )
 
 
 def kv2_api_path(mount: str, name: str) -> str:
@@ -91,3 +267,12 @@ def redis_master_address(cluster_domain: str) -> str:
 def sentinel_address(cluster_domain: str) -> str:
     """``host:port`` of the sentinels, for clients that speak Sentinel."""
     return f"{service_host(REDIS_SERVICE, REDIS_NAMESPACE, cluster_domain)}:{SENTINEL_PORT}"
+
+
+def sentinel_addresses(cluster_domain: str, nodes: int) -> list[str]:
+    """``host:port`` of every Sentinel of the Redis release: one per node pod, through the headless Service."""
+    return [
+        f"{REDIS_NODE_STATEFULSET}-{index}.{service_host(REDIS_HEADLESS_SERVICE, REDIS_NAMESPACE, cluster_domain)}"
+        f":{SENTINEL_PORT}"
+        for index in range(nodes)
+    ]

@@ -91,6 +91,7 @@ def describe(recording: mocked.Recording) -> Plan:
             "parent": by_urn.get(r.parent, ""),
             "dependsOn": sorted(by_urn[d] for d in r.dependencies if d in by_urn),
             "protect": r.protect,
+            "retainOnDelete": r.retain_on_delete,
             "inputs": mask(r.inputs),
             "secrets": secret_fingerprints(r.inputs),
         }
@@ -178,6 +179,7 @@ def render_tree(plan: Plan, files: Mapping[str, str] | None = None) -> str:
             res = plan.resources[key]
             pad = "    " * depth
             flags = " [protect]" if res["protect"] else ""
+            flags += " [retain on delete]" if res.get("retainOnDelete") else ""
             lines.append(f"{pad}+ {res['type']} {res['name']}{flags}")
             summary = _summary(res, files)
             if summary:

@@ -33,6 +33,9 @@ TRAIN: Final[tuple[str, ...]] = (
     "zitadel.chart.version",
     "zitadel.image.tag",
     "zitadel.loginImage.tag",
+    "zitadel.postgresImage.tag",
+    "events.relay.image.tag",
+    "edge.chart.version",
 )
 
 

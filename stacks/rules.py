@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import ipaddress
+from collections.abc import Callable, Iterator, Mapping
 
-from stacks.config import Resources, StackConfig, duration_seconds
-from stacks.names import REDIS_NAMESPACE
+from stacks.config import SENTINEL_ELECTION_SECONDS, Resources, StackConfig, duration_seconds
+from stacks.names import REDIS_NAMESPACE, ZITADEL_HEADER_PREFIX, VaultNames
 from stacks.versions import is_exact_version, is_pinned_tag
 
 Violation = tuple[str, str]
@@ -61,6 +62,54 @@ def _events(cfg: StackConfig) -> Iterator[Violation]:
         )
 
 
+def _event_source(cfg: StackConfig) -> Iterator[Violation]:
+    source = cfg.events.source
+    prefix = "events.source"
+    for key, value in (("pollInterval", source.poll_interval), ("clockSkew", source.clock_skew)):
+        if duration_seconds(value) <= 0:
+            yield f"{prefix}.{key}", f"must be positive, not {value}"
+    window, period = duration_seconds(source.look_back_window), duration_seconds(source.look_back_period)
+    if period > window:
+        yield (
+            f"{prefix}.lookBackPeriod",
+            f"{source.look_back_period} exceeds {prefix}.lookBackWindow ({source.look_back_window}): "
+            "events between two re-scans would never be re-read",
+        )
+    if window <= duration_seconds(source.clock_skew):
+        yield f"{prefix}.lookBackWindow", f"must be longer than {prefix}.clockSkew ({source.clock_skew})"
+    if duration_seconds(source.dedup_ttl) <= window + period:
+        yield (
+            f"{prefix}.dedupTtl",
+            f"{source.dedup_ttl} must outlive the look-back ({source.look_back_window} + {source.look_back_period}): "
+            "a re-scan would write events again whose dedup key has expired",
+        )
+
+
+def _event_relay(cfg: StackConfig) -> Iterator[Violation]:
+    if not cfg.is_prod or not cfg.events.relay.enabled:
+        return
+    relay = cfg.events.relay
+    if not cfg.events.publishing.require_replica_ack:
+        yield (
+            "events.publishing.requireReplicaAck",
+            "prod requires replica acknowledgement: a failover would otherwise lose events the cursor moved past",
+        )
+    if relay.replicas < 2:
+        yield "events.relay.replicas", f"prod requires a standby bridge: at least 2 replicas (has {relay.replicas})"
+    res = relay.resources
+    missing = [
+        path
+        for path, value in (
+            ("requests.cpu", res.requests.cpu),
+            ("requests.memory", res.requests.memory),
+            ("limits.memory", res.limits.memory),
+        )
+        if value is None
+    ]
+    if missing:
+        yield "events.relay.resources", f"prod requires explicit resources: {', '.join(missing)} not set"
+
+
 def _prod_sizing(cfg: StackConfig) -> Iterator[Violation]:
     if not cfg.is_prod:
         return
@@ -77,6 +126,7 @@ def _prod_pinned(cfg: StackConfig) -> Iterator[Violation]:
     images = {f"redis.images.{k}": v for k, v in cfg.redis.images}
     images["zitadel.image"] = cfg.zitadel.image
     images["zitadel.loginImage"] = cfg.zitadel.login_image
+    images["events.relay.image"] = cfg.events.relay.image
     for key, image in images.items():
         if not is_pinned_tag(image.tag):
             yield f"{_camel_path(key)}.tag", f"prod requires a pinned image tag, not {image.tag!r}"
@@ -85,12 +135,14 @@ def _prod_pinned(cfg: StackConfig) -> Iterator[Violation]:
 def _prod_resources(cfg: StackConfig) -> Iterator[Violation]:
     if not cfg.is_prod:
         return
-    groups: dict[str, dict[str, Resources]] = {
+    groups: dict[str, dict[str, Resources | None]] = {
         "redis.resources": dict(cfg.redis.resources),
         "zitadel.resources": dict(cfg.zitadel.resources),
     }
     for prefix, containers in groups.items():
         for name, res in containers.items():
+            if res is None:  # an optional container that this stack does not run (checked by its own rule)
+                continue
             missing = [
                 path
                 for path, value in (
@@ -107,6 +159,8 @@ def _prod_resources(cfg: StackConfig) -> Iterator[Violation]:
 def _database(cfg: StackConfig) -> Iterator[Violation]:
     db = cfg.zitadel.database
     if db.mode == "bundled":
+        if cfg.zitadel.resources.postgres is None:
+            yield "zitadel.resources.postgres", "the bundled Postgres needs requests and a memory limit"
         if cfg.is_prod:
             yield "zitadel.database.mode", "prod requires an external Postgres (mode: external with a DSN reference)"
         if db.dsn_vault_secret or db.dsn_from_config:
@@ -128,10 +182,94 @@ def _prod_tls(cfg: StackConfig) -> Iterator[Violation]:
     z = cfg.zitadel
     if not z.external_secure:
         yield "zitadel.externalSecure", "prod requires TLS towards clients (externalSecure: true)"
-    if not z.ingress.enabled or not z.ingress.tls_secret_name:
-        yield "zitadel.ingress.tlsSecretName", "prod requires an ingress with a TLS certificate secret"
     if not cfg.vault.address.startswith("https://"):
         yield "vault.address", f"prod requires TLS to Vault (https://), not {cfg.vault.address!r}"
+
+
+#: Headers that carry credentials: as a bucket key they would be written into Redis key names.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: Envoy Gateway's cap on the rules of one policy (``GlobalRateLimit.Rules``, MaxItems).
+_MAX_GATEWAY_RULES = 256
+
+
+def _edge(cfg: StackConfig) -> Iterator[Violation]:
+    edge = cfg.edge
+    limits = edge.rate_limit
+    claim_headers = [claim.header for claim in edge.jwt.claim_headers]
+    names: dict[str, int] = {}
+    for index, rule in enumerate(limits.rules):
+        key = f"edge.rateLimit.rules[{index}]"
+        if rule.name in names:
+            yield f"{key}.name", f"{rule.name!r} is also edge.rateLimit.rules[{names[rule.name]}]"
+        names.setdefault(rule.name, index)
+        if len(set(rule.per_headers)) != len(rule.per_headers):
+            yield f"{key}.perHeaders", "a header is listed twice"
+        for header in rule.per_headers:
+            if header in _CREDENTIAL_HEADERS:
+                yield (
+                    f"{key}.perHeaders",
+                    f"{header} carries credentials: keyed on it, they would become Redis key names",
+                )
+            if header in claim_headers and not edge.jwt.enabled:
+                yield f"{key}.perHeaders", f"{header} is only set from a JWT claim, and edge.jwt.enabled is false"
+        if rule.per_client_ip and not limits.client_cidrs:
+            yield "edge.rateLimit.clientCidrs", f"rule {rule.name!r} is per client IP: it needs an address range"
+    if len(limits.expanded()) > _MAX_GATEWAY_RULES:
+        yield (
+            "edge.rateLimit.rules",
+            f"{len(limits.expanded())} gateway rules (per-client-IP rules count once per clientCidrs range); "
+            f"Envoy Gateway takes at most {_MAX_GATEWAY_RULES}",
+        )
+    if len(set(claim_headers)) != len(claim_headers):
+        yield "edge.jwt.claimHeaders", "two claims are copied to the same header"
+    for index, header in enumerate(claim_headers):
+        if header.startswith(ZITADEL_HEADER_PREFIX) or header in _CREDENTIAL_HEADERS:
+            yield (
+                f"edge.jwt.claimHeaders[{index}].header",
+                f"{header}: the gateway removes client copies of claim headers, and ZITADEL reads this one",
+            )
+    for other, namespace in (("zitadel.namespace", cfg.zitadel.namespace), ("Redis's", REDIS_NAMESPACE)):
+        if edge.namespace == namespace:
+            yield "edge.namespace", f"the gateway needs its own namespace, not {other} {namespace!r}"
+
+
+def _edge_prod(cfg: StackConfig) -> Iterator[Violation]:
+    if not cfg.is_prod:
+        return
+    edge = cfg.edge
+    if not edge.listener.tls_secret_name:
+        yield "edge.listener.tlsSecretName", "prod requires TLS at the gateway: an HTTPS listener with its certificate"
+    if not any(
+        rule.per_client_ip and not rule.per_headers and not rule.paths and not rule.shadow_mode
+        for rule in edge.rate_limit.rules
+    ):
+        yield (
+            "edge.rateLimit.rules",
+            "prod requires an enforced per-client-IP rule over every request (perClientIp, no paths or headers, "
+            "shadowMode off)",
+        )
+    if not is_exact_version(edge.chart.version):
+        yield "edge.chart.version", f"prod requires an exact chart version, not {edge.chart.version!r}"
+    for name, res in edge.resources:
+        missing = [
+            path
+            for path, value in (
+                ("requests.cpu", res.requests.cpu),
+                ("requests.memory", res.requests.memory),
+                ("limits.memory", res.limits.memory),
+            )
+            if value is None
+        ]
+        if missing:
+            yield f"edge.resources.{_camel(name)}", f"prod requires explicit resources: {', '.join(missing)} not set"
+
+
+def _redis_memory(cfg: StackConfig) -> Iterator[Violation]:
+    if cfg.redis.resources.redis.limits.memory is None:
+        yield (
+            "redis.resources.redis.limits.memory",
+            "maxmemory derives from the redis container's memory limit (redis.maxmemoryPercent): set one",
+        )
 
 
 def _prod_masterkey(cfg: StackConfig) -> Iterator[Violation]:
@@ -142,9 +280,141 @@ def _prod_masterkey(cfg: StackConfig) -> Iterator[Violation]:
         )
 
 
+def _network_policy(cfg: StackConfig) -> Iterator[Violation]:
+    policy = cfg.zitadel.network_policy
+    prefix = "zitadel.networkPolicy"
+    if cfg.zitadel.database.mode == "external" and not policy.postgres_cidrs:
+        yield f"{prefix}.postgresCidrs", "an external Postgres needs the address blocks ZITADEL may reach it at"
+    if not policy.kube_api_cidrs or not policy.kube_api_ports:
+        yield (
+            f"{prefix}.kubeApiCidrs",
+            "the setup job writes the login client's credentials through the Kubernetes API: it needs an address",
+        )
+    for index, target in enumerate(policy.external_egress):
+        block = ipaddress.ip_network(target.cidr)
+        for excluded in target.except_:
+            inner = ipaddress.ip_network(excluded)
+            if inner.version != block.version or not inner.subnet_of(block):  # type: ignore[arg-type]
+                yield f"{prefix}.externalEgress[{index}].except", f"{excluded} is not inside {target.cidr}"
+
+
+def _circuit_breaker(cfg: StackConfig) -> Iterator[Violation]:
+    """ZITADEL's breaker around Redis follows the failover: open about as long as Sentinel and the Service need."""
+    breaker = cfg.zitadel.cache.circuit_breaker
+    key = "zitadel.cache.circuitBreaker"
+    timeout = duration_seconds(cfg.breaker_timeout)
+    replaced = cfg.redis.down_after_milliseconds / 1000 + SENTINEL_ELECTION_SECONDS
+    if timeout < replaced:
+        yield (
+            f"{key}.timeout",
+            f"{cfg.breaker_timeout} is shorter than Sentinel needs to replace the master (redis.downAfterMilliseconds "
+            f"+ {SENTINEL_ELECTION_SECONDS:g} s = {replaced:g} s): every probe until then hits the dead master",
+        )
+    longest = 2 * cfg.failover_seconds
+    if timeout > longest:
+        yield (
+            f"{key}.timeout",
+            f"{cfg.breaker_timeout} keeps ZITADEL off Redis long after the failover (about {cfg.failover_seconds:g} s "
+            f"to the new master through its Service): at most {longest:g} s",
+        )
+    if breaker.max_failure_ratio > 0 and duration_seconds(breaker.interval) <= 0:
+        yield (
+            f"{key}.interval",
+            f"{breaker.interval} counts failures since the pod started: one failure among its first calls trips the "
+            "breaker, and later the ratio hardly moves; set a window such as 60s",
+        )
+    if breaker.max_consecutive_failures == 0 and breaker.max_failure_ratio == 0:
+        yield key, "maxConsecutiveFailures and maxFailureRatio are both 0: the breaker never opens"
+
+
+def _postgres_image(cfg: StackConfig) -> Iterator[Violation]:
+    tag = cfg.zitadel.postgres_image.tag
+    if not is_pinned_tag(tag):
+        yield "zitadel.postgresImage.tag", f"the bundled Postgres needs a pinned image tag, not {tag!r}"
+
+
 def _namespaces(cfg: StackConfig) -> Iterator[Violation]:
     if cfg.zitadel.namespace == REDIS_NAMESPACE:
         yield "zitadel.namespace", f"ZITADEL needs its own namespace, not Redis's {REDIS_NAMESPACE!r}"
+
+
+def _prod_target(cfg: StackConfig) -> Iterator[Violation]:
+    # vault.address has no prod default at all: the model reports it missing.
+    if cfg.is_prod and not cfg.kubernetes.context:
+        yield (
+            "kubernetes.context",
+            "prod requires an explicit kubeconfig context: the current one may point at another cluster",
+        )
+
+
+def _ownership(cfg: StackConfig) -> Iterator[Violation]:
+    k = cfg.kubernetes
+    declared = {REDIS_NAMESPACE, cfg.zitadel.namespace, cfg.edge.namespace}
+    for name in k.adopt_namespaces:
+        if name not in declared:
+            yield "kubernetes.adoptNamespaces", f"{name!r} is not a namespace this stack declares ({sorted(declared)})"
+    if cfg.is_prod and not k.protect_namespaces:
+        yield (
+            "kubernetes.protectNamespaces",
+            "prod requires protect on its namespaces: deleting one deletes the volumes in it",
+        )
+    if cfg.is_prod and not cfg.redis.protect:
+        yield "redis.protect", "prod requires protect on the Redis release: its volumes hold the event streams"
+
+
+def _api_server(cfg: StackConfig) -> Iterator[Violation]:
+    cidrs = cfg.kubernetes.api_server_cidrs
+    if not cidrs:
+        yield (
+            "kubernetes.apiServerCidrs",
+            "the Redis kubectl sidecar moves the master Service through the API server: it needs its address",
+        )
+    anywhere = [c for c in cidrs if ipaddress.ip_network(c).prefixlen == 0]
+    if cfg.is_prod and anywhere:
+        yield (
+            "kubernetes.apiServerCidrs",
+            f"prod requires the API server's own addresses, not {', '.join(anywhere)} (any host on the API ports)",
+        )
+
+
+def _deploy_tokens(cfg: StackConfig) -> Iterator[Violation]:
+    v = cfg.vault
+    # ZITADEL's release waits for Redis's: the provider's token must outlive both waits back to back.
+    waits = cfg.redis.release_timeout_seconds + cfg.zitadel.release_timeout_seconds
+    if v.provider_token_ttl_seconds <= waits:
+        yield (
+            "vault.providerTokenTtlSeconds",
+            f"{v.provider_token_ttl_seconds}s expires before the Helm releases' waits end ({waits}s: "
+            "redis.releaseTimeoutSeconds + zitadel.releaseTimeoutSeconds)",
+        )
+    if v.ci.enabled and v.ci.token_ttl_seconds < v.provider_token_ttl_seconds:
+        yield (
+            "vault.ci.tokenTtlSeconds",
+            f"{v.ci.token_ttl_seconds}s is shorter than vault.providerTokenTtlSeconds "
+            f"({v.provider_token_ttl_seconds}s): the provider's child token cannot outlive the login's",
+        )
+    if cfg.is_prod and v.ci.enabled and not v.ci.refs:
+        yield "vault.ci.refs", "prod requires the refs whose workflows may deploy it (e.g. refs/heads/main)"
+
+
+def shared_vault_names(cfg: StackConfig, others: Mapping[str, StackConfig]) -> Iterator[Violation]:
+    """Other stacks on the same Vault with a name in common: Vault writes are upserts, so each would overwrite the
+    other's objects without a word, and delete them on destroy."""
+    mine = VaultNames.of(cfg).owned()
+    for stack, other in sorted(others.items()):
+        if other.stack == cfg.stack or _vault_key(other.vault.address) != _vault_key(cfg.vault.address):
+            continue
+        common = sorted(mine & VaultNames.of(other).owned())
+        if common:
+            yield (
+                "vault.namePrefix",
+                f"stack {stack!r} writes to the same Vault ({cfg.vault.address}) under the same names "
+                f"({', '.join(common[:3])}{', ...' if len(common) > 3 else ''}): give each a distinct vault.namePrefix",
+            )
+
+
+def _vault_key(address: str) -> str:
+    return address.strip().rstrip("/").lower()
 
 
 #: Each rule with the config sections it reads, so that rules can still run when another section is invalid.
@@ -153,13 +423,25 @@ RULES: tuple[tuple[Callable[[StackConfig], Iterator[Violation]], frozenset[str]]
     (_db_layout, frozenset({"redis", "zitadel", "events"})),
     (_persistence, frozenset({"redis"})),
     (_events, frozenset({"events"})),
+    (_event_source, frozenset({"events"})),
+    (_event_relay, frozenset({"events"})),
     (_prod_sizing, frozenset({"redis"})),
-    (_prod_pinned, frozenset({"redis", "zitadel"})),
+    (_prod_pinned, frozenset({"redis", "zitadel", "events"})),
     (_prod_resources, frozenset({"redis", "zitadel"})),
     (_database, frozenset({"zitadel"})),
     (_prod_tls, frozenset({"zitadel", "vault"})),
     (_prod_masterkey, frozenset({"zitadel"})),
+    (_network_policy, frozenset({"zitadel"})),
     (_namespaces, frozenset({"zitadel"})),
+    (_circuit_breaker, frozenset({"redis", "zitadel"})),
+    (_postgres_image, frozenset({"zitadel"})),
+    (_edge, frozenset({"edge", "zitadel"})),
+    (_edge_prod, frozenset({"edge"})),
+    (_redis_memory, frozenset({"redis"})),
+    (_prod_target, frozenset({"kubernetes"})),
+    (_ownership, frozenset({"kubernetes", "redis", "zitadel", "edge"})),
+    (_api_server, frozenset({"kubernetes"})),
+    (_deploy_tokens, frozenset({"vault", "redis", "zitadel"})),
 )
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from stacks.config import StackConfig
 from stacks.diff import diff_plans
+from stacks.loader import load
 from stacks.plan import Plan, plan_stack
-from stacks.promote import TRAIN, PromotionError, promote
+from stacks.promote import TRAIN, Promotion, PromotionError, promote, train_of, unpinned
+from stacks.stackfile import read_stack_config
 from stacks.versions import version_key
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, stack_config
 
 PROD_COMMENT = "# The KV v2 mount"
 
@@ -48,12 +53,26 @@ def test_diff_dev_prod_reads_like_a_terraform_plan() -> None:
     result = cli("diff", "dev", "prod")
     assert result.returncode == 1, result.stderr
     out = result.stdout
-    assert out.startswith("Comparing dev → prod")
-    assert "  - vault:index/mount:Mount::kv" in out  # prod uses an existing mount
-    assert '~ inputs.values.replica.podAntiAffinityPreset: "soft" → "hard"' in out
-    assert "+min-replicas-to-write 1" in out
-    assert "~ protect: false → true" in out
-    assert out.rstrip().endswith("Plan: 0 to add, 9 to change, 7 to delete, 1 output changed.")
+    assert out.startswith("Comparing dev → prod\n\n")
+    # What promoting changes, as README's configuration table sets it apart per stack.
+    for line in (
+        '~ inputs.values.replica.podAntiAffinityPreset: "soft" → "hard"',
+        "+min-replicas-to-write 1",
+        "~ inputs.values.zitadel.configmapConfig.ExternalSecure: false → true",
+        "~ inputs.values.replicaCount: 1 → 2",
+        '~ inputs.address: "http://vault.vault.svc.cluster.local:8200" → "https://vault.blinkchamber.internal:8200"',
+        "  - random:index/randomPassword:RandomPassword::postgres-admin-password",  # prod has no bundled Postgres
+        "  - vault:index/authBackend:AuthBackend::kubernetes",  # and uses the existing auth backend
+        # Each stack's Kubernetes provider has its own cluster identity: from one to the other is a replacement.
+        "  +/- pulumi:providers:kubernetes::kubernetes\n"
+        '      ~ inputs.clusterIdentifier: "dev" → "prod" (forces replacement)',
+    ):
+        assert line in out, line
+    masterkey = out.split("~ kubernetes:core/v1:Secret::zitadel-masterkey\n", 1)[1]
+    assert masterkey.startswith("      ~ protect: false → true\n")
+    # zitadelUrl, and redisDbLayout: dev keeps the login-state caches on Redis (DBs 6, 7), prod on Postgres.
+    summary = r"\nPlan: 0 to add, [1-9]\d* to change, 1 to replace, [1-9]\d* to delete, 2 outputs changed\.\n$"
+    assert re.search(summary, out)
 
 
 def test_secret_changes_are_flagged_not_shown() -> None:
@@ -74,7 +93,10 @@ def test_diff_against_a_git_revision(git_project: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert "Comparing dev@HEAD → dev (working tree)" in result.stdout
     assert "~ inputs.values.sentinel.downAfterMilliseconds: 5000 → 3000" in result.stdout
-    assert "Plan: 0 to add, 1 to change, 0 to delete." in result.stdout
+    # ZITADEL's circuit breaker follows the Sentinel timings: 3 s + election 1 s + relabel 2 s + 2 s.
+    breaker = "inputs.values.zitadel.configmapConfig.Caches.Connectors.Redis.CircuitBreaker.Timeout"
+    assert f'~ {breaker}: "10s" → "8s"' in result.stdout
+    assert "Plan: 0 to add, 2 to change, 0 to delete." in result.stdout
     worktrees = subprocess.run(
         ["git", "-C", str(git_project), "worktree", "list"], capture_output=True, text=True, check=True
     ).stdout
@@ -82,10 +104,13 @@ def test_diff_against_a_git_revision(git_project: Path) -> None:
 
 
 def test_a_stack_new_in_the_change_is_all_additions(git_project: Path) -> None:
-    (git_project / "Pulumi.staging.yaml").write_text("config:\n  blinkchamber-identity:environment: dev\n")
+    (git_project / "Pulumi.staging.yaml").write_text(
+        "config:\n  blinkchamber-identity:environment: dev\n  blinkchamber-identity:vault:\n    namePrefix: staging\n"
+    )
     result = cli("diff", "--base", "HEAD", "staging", cwd=git_project)
     assert result.returncode == 1, result.stderr
-    assert "Plan: 26 to add, 0 to change, 0 to delete" in result.stdout
+    added = len(plan_stack("staging", git_project).resources)
+    assert f"Plan: {added} to add, 0 to change, 0 to delete" in result.stdout
     assert "  + kubernetes:helm.sh/v3:Release::redis" in result.stdout
 
 
@@ -157,6 +182,264 @@ def test_version_order() -> None:
     assert version_key("v4.13.0") < version_key("v4.14.0") and version_key("9.34.0") < version_key("10.0.0")
 
 
-def test_train_names_every_version_of_a_release() -> None:
-    assert {p.split(".")[0] for p in TRAIN} == {"redis", "zitadel"}
-    assert sum(p.endswith(".version") for p in TRAIN) == 2
+#: The release train both stacks run today (README: "A release is its train").
+TRAIN_TODAY = {
+    "redis.chart.version": "23.1.1",
+    "redis.images.redis.tag": "8.2.1-debian-12-r0",
+    "redis.images.sentinel.tag": "8.2.1-debian-12-r0",
+    "redis.images.exporter.tag": "1.76.0-debian-12-r0",
+    "redis.images.kubectl.tag": "1.33.4-debian-12-r0",
+    "redis.images.osShell.tag": "12-debian-12-r51",
+    "zitadel.chart.version": "9.34.0",
+    "zitadel.image.tag": "v4.13.0",
+    "zitadel.loginImage.tag": "v4.13.0",
+    "zitadel.postgresImage.tag": "17.6.0",
+    "events.relay.image.tag": "0.1.0",
+    "edge.chart.version": "v1.9.0",
+}
+
+
+def leaf_paths(tree: Any, path: str = "") -> list[str]:
+    if isinstance(tree, dict):
+        return [p for key, value in tree.items() for p in leaf_paths(value, f"{path}.{key}" if path else key)]
+    return [path]
+
+
+def test_the_train_is_every_version_a_stack_pins() -> None:
+    for stack in ("dev", "prod"):
+        cfg = stack_config(stack)
+        assert train_of(cfg) == TRAIN_TODAY
+        # Found independently of TRAIN: every chart version and image tag in the typed config.
+        pinned = [p for p in leaf_paths(cfg.model_dump(by_alias=True)) if p.endswith((".chart.version", ".tag"))]
+        assert sorted(pinned) == sorted(TRAIN)
+
+
+def test_unpinned_names_each_loose_entry() -> None:
+    loose = {**TRAIN_TODAY, "redis.chart.version": "23.x", "zitadel.image.tag": "latest"}
+    assert unpinned(loose) == ["redis.chart.version = '23.x'", "zitadel.image.tag = 'latest'"]
+    # A version needs an exact version; a tag only needs to name one build.
+    assert unpinned({"zitadel.chart.version": "9", "redis.images.osShell.tag": "12"}) == ["zitadel.chart.version = '9'"]
+    assert unpinned(TRAIN_TODAY) == []
+
+
+def test_promotion_reads_like_the_readme(tmp_path: Path) -> None:
+    nothing = Promotion("dev", "prod")
+    assert not nothing.changed
+    assert nothing.render() == "prod already runs dev's release train: nothing to promote.\n"
+    moves = {"zitadel.chart.version": ("9.34.0", "9.35.0"), "zitadel.image.tag": ("v4.13.0", "v4.14.0")}
+    dry = Promotion("dev", "prod", moves=moves)
+    assert dry.changed
+    assert dry.render() == (
+        "Promoting dev's release train to prod:\n"
+        "  ~ zitadel.chart.version: 9.34.0 → 9.35.0\n"
+        "  ~ zitadel.image.tag: v4.13.0 → v4.14.0\n"
+        "\n"
+        "Dry run: nothing written.\n"
+    )
+    plan = plan_stack("dev")
+    written = Promotion("dev", "prod", moves=moves, plan_diff=diff_plans(plan, plan, "prod (now)", "prod (promoted)"))
+    written.written = tmp_path / "Pulumi.prod.yaml"
+    assert written.render() == (
+        "Promoting dev's release train to prod:\n"
+        "  ~ zitadel.chart.version: 9.34.0 → 9.35.0\n"
+        "  ~ zitadel.image.tag: v4.13.0 → v4.14.0\n"
+        "\n"
+        "Comparing prod (now) → prod (promoted)\n"
+        "\n"
+        "No changes.\n"
+        "\n"
+        "Plan: 0 to add, 0 to change, 0 to delete.\n"
+        "\n"
+        f"Wrote {tmp_path / 'Pulumi.prod.yaml'}.\n"
+    )
+
+
+#: A stack file as people write one: comments, quotes, lists (of provider settings too), a long line, any order.
+HAND_WRITTEN_QA = """# qa: a dev-like stack, hand-written.
+config:
+  blinkchamber-identity:environment: dev
+  blinkchamber-identity:zitadel:
+    externalDomain: "qa.blinkchamber.com"  # the public name
+    replicas: 2
+  blinkchamber-identity:vault:
+    address: 'http://vault.vault.svc.cluster.local:8200'
+    namePrefix: qa
+    audience: 'the audience that the pod tokens of the identity tier carry when they log in to the QA Vault of the tier'
+  vault:headers:
+    - name: X-Team
+      value: identity
+  blinkchamber-identity:redis:
+    clientNamespaces:
+      - relay
+      - audit
+  kubernetes:context: qa
+"""
+
+
+def test_promotion_edits_only_the_train_in_place(project: Path) -> None:
+    (project / "Pulumi.qa.yaml").write_text(HAND_WRITTEN_QA)
+    bump_dev(project, "  blinkchamber-identity:redis:\n    chart:\n      version: 23.1.2\n" + NEXT_ZITADEL)
+    outcome = promote("dev", "qa", project)
+    assert outcome.written == project / "Pulumi.qa.yaml"
+    assert list(outcome.moves) == ["redis.chart.version", "zitadel.chart.version", "zitadel.image.tag"]
+    # The train lands at the end of its section, and nothing else moves.
+    assert (project / "Pulumi.qa.yaml").read_text() == (
+        "# qa: a dev-like stack, hand-written.\n"
+        "config:\n"
+        "  blinkchamber-identity:environment: dev\n"
+        "  blinkchamber-identity:zitadel:\n"
+        '    externalDomain: "qa.blinkchamber.com"  # the public name\n'
+        "    replicas: 2\n"
+        "    chart:\n"
+        "      version: 9.35.0\n"
+        "    image:\n"
+        "      tag: v4.14.0\n"
+        "  blinkchamber-identity:vault:\n"
+        "    address: 'http://vault.vault.svc.cluster.local:8200'\n"
+        "    namePrefix: qa\n"
+        "    audience: 'the audience that the pod tokens of the identity tier carry when they log in to the QA Vault"
+        " of the tier'\n"
+        "  vault:headers:\n"
+        "    - name: X-Team\n"
+        "      value: identity\n"
+        "  blinkchamber-identity:redis:\n"
+        "    clientNamespaces:\n"
+        "      - relay\n"
+        "      - audit\n"
+        "    chart:\n"
+        "      version: 23.1.2\n"
+        "  kubernetes:context: qa\n"
+    )
+
+
+def test_promotion_creates_a_missing_section(project: Path) -> None:
+    (project / "Pulumi.qa.yaml").write_text(HAND_WRITTEN_QA)
+    bump_dev(project, "  blinkchamber-identity:redis:\n    images:\n      osShell:\n        tag: 12-debian-12-r52\n")
+    (project / "Pulumi.qa.yaml").write_text(
+        HAND_WRITTEN_QA.replace(
+            "  blinkchamber-identity:redis:\n    clientNamespaces:\n      - relay\n      - audit\n", ""
+        )
+    )
+    promote("dev", "qa", project)
+    text = (project / "Pulumi.qa.yaml").read_text()
+    assert text.endswith(
+        "  kubernetes:context: qa\n"
+        "  blinkchamber-identity:redis:\n    images:\n      osShell:\n        tag: 12-debian-12-r52\n"
+    )
+    assert stack_config_of(project, "qa").redis.images.os_shell.tag == "12-debian-12-r52"
+
+
+def stack_config_of(project: Path, stack: str) -> StackConfig:
+    return load(stack, *read_stack_config(project / f"Pulumi.{stack}.yaml"))
+
+
+def test_equal_versions_do_not_move_and_a_newer_one_is_no_downgrade(project: Path) -> None:
+    assert not promote("dev", "prod", project).changed
+    bump_dev(project, "  blinkchamber-identity:redis:\n    chart:\n      version: 23.1.1\n")
+    assert promote("dev", "prod", project, dry_run=True).moves == {}
+    (project / "Pulumi.dev.yaml").write_text(
+        (project / "Pulumi.dev.yaml").read_text().replace("version: 23.1.1", "version: 23.2.0")
+    )
+    outcome = promote("dev", "prod", project, dry_run=True)
+    assert outcome.moves == {"redis.chart.version": ("23.1.1", "23.2.0")}
+    assert outcome.written is None
+    assert outcome.plan_diff is not None and outcome.plan_diff.counts == (0, 1, 0)
+
+
+def test_refusals_name_every_reason(project: Path) -> None:
+    bump_dev(
+        project,
+        "  blinkchamber-identity:redis:\n    chart:\n      version: 23.0.9\n"
+        "  blinkchamber-identity:zitadel:\n    image:\n      tag: v4.12.9\n",
+    )
+    with pytest.raises(PromotionError) as info:
+        promote("dev", "prod", project)
+    assert str(info.value) == (
+        "prod would go backwards (use --allow-downgrade): "
+        "redis.chart.version: 23.1.1 → 23.0.9; zitadel.image.tag: v4.13.0 → v4.12.9"
+    )
+    bump_dev(project, "  blinkchamber-identity:events:\n    db: 5\n")
+    with pytest.raises(PromotionError) as info:
+        promote("dev", "prod", project)
+    assert str(info.value).startswith(
+        "refusing to promote from an invalid stack:\nstack 'dev' has 1 configuration error:\n  dev: events.db: "
+    )
+
+
+def test_promotion_into_an_empty_stack_file(project: Path) -> None:
+    # Promotion runs either way: here prod's newer train goes back to a dev whose stack file is empty.
+    (project / "Pulumi.dev.yaml").write_text("")
+    prod = (project / "Pulumi.prod.yaml").read_text()
+    section = "  blinkchamber-identity:zitadel:\n"
+    (project / "Pulumi.prod.yaml").write_text(prod.replace(section, section + "    chart:\n      version: 9.35.0\n"))
+    outcome = promote("prod", "dev", project)
+    assert outcome.moves == {"zitadel.chart.version": ("9.34.0", "9.35.0")}
+    assert (project / "Pulumi.dev.yaml").read_text() == (
+        "config:\n  blinkchamber-identity:zitadel:\n    chart:\n      version: 9.35.0\n"
+    )
+
+
+def test_an_unpinned_train_names_every_loose_version(project: Path) -> None:
+    bump_dev(
+        project,
+        "  blinkchamber-identity:redis:\n    chart:\n      version: 23.x\n"
+        "  blinkchamber-identity:zitadel:\n    loginImage:\n      tag: latest\n",
+    )
+    with pytest.raises(PromotionError) as info:
+        promote("dev", "prod", project)
+    assert str(info.value) == (
+        "dev's release train is not fully pinned: redis.chart.version = '23.x', zitadel.loginImage.tag = 'latest'"
+    )
+
+
+def test_a_target_with_secrets_is_promoted(project: Path) -> None:
+    # The target's secret keys stay secrets: its dsnFromConfig DSN is a `secure:` value.
+    prod = (
+        (project / "Pulumi.prod.yaml")
+        .read_text()
+        .replace(
+            "    ingress:\n", "    database:\n      dsnFromConfig: true\n      dsnVaultSecret: null\n    ingress:\n", 1
+        )
+    )
+    (project / "Pulumi.prod.yaml").write_text(prod + "  blinkchamber-identity:postgresDsn:\n    secure: v1:AAAA\n")
+    bump_dev(project, NEXT_ZITADEL)
+    assert promote("dev", "prod", project, dry_run=True).moves == {
+        "zitadel.chart.version": ("9.34.0", "9.35.0"),
+        "zitadel.image.tag": ("v4.13.0", "v4.14.0"),
+    }
+
+
+def test_the_promotion_report_names_both_stacks_and_the_plan_change(project: Path) -> None:
+    bump_dev(project, NEXT_ZITADEL)
+    report = promote("dev", "prod", project, dry_run=True).render()
+    assert report.startswith("Promoting dev's release train to prod:\n  ~ zitadel.chart.version: 9.34.0 → 9.35.0\n")
+    assert "\n\nComparing prod (now) → prod (promoted)\n\n  ~ kubernetes:helm.sh/v3:Release::zitadel\n" in report
+    assert report.endswith("\nPlan: 0 to add, 1 to change, 0 to delete.\n\nDry run: nothing written.\n")
+
+
+def test_a_respelled_version_is_no_downgrade(project: Path) -> None:
+    bump_dev(project, "  blinkchamber-identity:zitadel:\n    image:\n      tag: 4.13.0\n")
+    assert promote("dev", "prod", project, dry_run=True).moves == {"zitadel.image.tag": ("v4.13.0", "4.13.0")}
+
+
+def test_refuses_a_promotion_the_target_would_read_differently(project: Path) -> None:
+    # Quoted in dev, "13:20" is a string; written plainly, a YAML 1.1 reader (the stack tooling's) sees the number 800.
+    bump_dev(project, "  blinkchamber-identity:redis:\n    images:\n      osShell:\n        tag: '13:20'\n")
+    before = (project / "Pulumi.prod.yaml").read_text()
+    with pytest.raises(PromotionError) as info:
+        promote("dev", "prod", project)
+    assert str(info.value).startswith(
+        "the promoted prod stack would be invalid:\nstack 'prod' has 1 configuration error"
+    )
+    assert "prod: redis.images.osShell.tag: " in str(info.value)
+    assert (project / "Pulumi.prod.yaml").read_text() == before
+
+
+def test_the_promotion_plans_the_target_project(project: Path) -> None:
+    # Both plans come from the project being promoted (its own program), not from this checkout.
+    with (project / "__main__.py").open("a") as f:
+        f.write('pulumi.export("checkout", "copy")\n')
+    bump_dev(project, NEXT_ZITADEL)
+    outcome = promote("dev", "prod", project, dry_run=True)
+    assert outcome.plan_diff is not None
+    assert [change.key for change in outcome.plan_diff.changes] == ["kubernetes:helm.sh/v3:Release::zitadel"]

@@ -1,8 +1,12 @@
-"""No generated secret appears in plain text: not in Helm values, annotations, config, outputs or the plan."""
+"""No secret in plain text: generated secrets stay out of values, config, outputs and plan; stack files hold
+credentials only as Pulumi secrets."""
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +14,10 @@ import pytest
 from pulumi.runtime import rpc
 
 from stacks import mocked
+from stacks.loader import StackConfigError, load
 from stacks.plan import describe, write_plan
+from stacks.stackfile import parse_stack_config
+from tests.conftest import PROJECT_DIR, record
 
 
 def plain_text(value: Any) -> str:
@@ -28,9 +35,18 @@ def leaks(text: str, recording: mocked.Recording) -> list[str]:
     return [secret for secret in recording.generated_secrets if secret in text]
 
 
-def test_mocks_generated_the_secrets_under_test(recording: mocked.Recording, stack: str) -> None:
-    # redis password and masterkey everywhere; dev adds the bundled Postgres's two passwords.
-    assert len(recording.generated_secrets) == (4 if stack == "dev" else 2)
+@pytest.mark.parametrize(
+    ("stack", "generated"),
+    [
+        ("dev", ["postgres-admin-password", "postgres-app-password", "redis-password", "zitadel-masterkey"]),
+        ("prod", ["redis-password", "zitadel-masterkey"]),
+    ],
+)
+def test_the_leak_checks_look_for_every_generated_secret(stack: str, generated: list[str]) -> None:
+    recording = record(stack)
+    randoms = recording.by_type("random:index/randomPassword:RandomPassword")
+    assert sorted(r.name for r in randoms) == generated
+    assert sorted(recording.generated_secrets) == sorted(mocked.mock_secret_value(name) for name in generated)
 
 
 def test_no_secret_in_any_plain_resource_input(recording: mocked.Recording) -> None:
@@ -57,15 +73,64 @@ def test_no_secret_in_plan_files(recording: mocked.Recording, tmp_path: Path) ->
             assert leaks(path.read_text(), recording) == [], path.name
 
 
-def test_the_leak_check_finds_a_planted_secret(recording: mocked.Recording) -> None:
-    planted = {"replica": {"podAnnotations": {"x": recording.generated_secrets[0]}}}
-    assert leaks(plain_text(planted), recording) == [recording.generated_secrets[0]]
-    wrapped = rpc.wrap_rpc_secret(recording.generated_secrets[0])
-    assert leaks(plain_text({"stringData": wrapped}), recording) == []
+# --- the stack files: credentials only as Pulumi secrets -------------------------------------------------------------
+
+
+def stack_text(stack: str) -> str:
+    return (PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text()
+
+
+def violations(stack: str, text: str) -> list[str]:
+    try:
+        load(stack, *parse_stack_config(text))
+    except StackConfigError as exc:
+        return exc.violations
+    return []
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_stack_files_hold_no_plaintext_credentials(stack: str) -> None:
-    text = (Path(__file__).resolve().parent.parent / f"Pulumi.{stack}.yaml").read_text().lower()
-    for marker in ("password:", "token:", "masterkey:", "dsn:"):
-        assert marker not in text
+def test_committed_stack_files_hold_no_plaintext_credential(stack: str) -> None:
+    assert violations(stack, stack_text(stack)) == []
+
+
+def ciphertext() -> str:
+    """What ``pulumi config set --secret`` writes: the value encrypted, under ``secure:``."""
+    return "v1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.mark.parametrize("key", ["vaultToken", "postgresDsn"])
+def test_a_secret_set_as_the_readme_says_passes(key: str) -> None:
+    text = stack_text("prod") + f"  blinkchamber-identity:{key}:\n    secure: {ciphertext()}\n"
+    assert violations("prod", text) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            lambda: f"  blinkchamber-identity:vaultToken: hvs.{secrets.token_urlsafe(24)}\n",
+            "prod: vaultToken: must be a Pulumi secret: pulumi config set --secret vaultToken ...",
+        ),
+        (
+            lambda: (
+                f"  blinkchamber-identity:postgresDsn: postgresql://zitadel:{secrets.token_urlsafe(12)}@db/zitadel\n"
+            ),
+            "prod: postgresDsn: must be a Pulumi secret: pulumi config set --secret postgresDsn ...",
+        ),
+        (
+            lambda: f"  blinkchamber-identity:events:\n    streams:\n      high: hvs.{secrets.token_urlsafe(24)}\n",
+            "prod: events.streams.high: holds a Vault token in plain config; use a Pulumi secret or a Vault reference",
+        ),
+        (
+            lambda: (
+                "  blinkchamber-identity:kubernetes:\n"
+                f"    context: https://admin:{secrets.token_urlsafe(12)}@k8s.example\n"
+            ),
+            "prod: kubernetes.context: holds a URL with a password in plain config; use a Pulumi secret or a Vault "
+            "reference",
+        ),
+    ],
+    ids=["vault-token", "dsn", "token-in-a-section", "url-with-password"],
+)
+def test_a_pasted_credential_fails(entry: Callable[[], str], expected: str) -> None:
+    assert expected in violations("prod", stack_text("prod") + entry())

@@ -101,12 +101,6 @@ def test_stack_policy_passes_on_the_program(recording: mocked.Recording) -> None
     assert stack_violations(recording) == []
 
 
-def test_pack_lists_every_policy() -> None:
-    names = [p.name for p in pack.policies()]
-    assert names == [*pack.RESOURCE_POLICIES, *pack.STACK_POLICIES]
-    assert len(names) == 8
-
-
 def test_redis_auth_off_fails(recording: mocked.Recording) -> None:
     found = resource_violations(
         recording, "redis-auth-enabled", on_release("redis", lambda p: p["values"]["auth"].update(sentinel=False))
@@ -147,13 +141,22 @@ def test_small_sentinel_group_fails_in_prod_only(recording: mocked.Recording, st
             lambda p: p["values"].update(env=[{"name": "DSN", "value": "postgresql://u:example-only@db/z"}]),
             "env[0].value",
         ),
+        # The ratelimit container's password as a plain env value instead of a Secret reference.
+        (
+            "gateway-helm",
+            lambda p: p["values"]["config"]["envoyGateway"]["provider"]["kubernetes"]["rateLimitDeployment"][
+                "container"
+            ]["env"].append({"name": "REDIS_AUTH", "value": "example-only-value"}),
+            "config.envoyGateway.provider.kubernetes.rateLimitDeployment.container.env[6].value",
+        ),
     ],
 )
 def test_plaintext_secret_fails(
     recording: mocked.Recording, chart: str, change: Callable[[dict[str, Any]], None], path: str
 ) -> None:
     found = resource_violations(recording, "no-plaintext-secrets-in-helm-values", on_release(chart, change))
-    assert found == [f"{chart}: plaintext credential in Helm values at {path}: deliver it through Vault"]
+    release = {"gateway-helm": "eg"}.get(chart, chart)
+    assert found == [f"{release}: plaintext credential in Helm values at {path}: deliver it through Vault"]
 
 
 def test_missing_injection_fails(recording: mocked.Recording) -> None:
@@ -182,6 +185,36 @@ def test_container_without_resources_fails(recording: mocked.Recording) -> None:
     ]
 
 
+def test_container_of_a_chart_section_without_resources_fails(recording: mocked.Recording, stack: str) -> None:
+    no_wait = on_release("zitadel", lambda p: p["values"]["tools"]["wait4x"].pop("resources"))
+    assert resource_violations(recording, "resources-on-every-container", no_wait) == [
+        "zitadel: tools.wait4x.resources must set requests.cpu, requests.memory, limits.memory"
+    ]
+    no_cleanup = on_release("zitadel", lambda p: p["values"]["cleanupJob"]["resources"]["requests"].clear())
+    assert resource_violations(recording, "resources-on-every-container", no_cleanup) == [
+        "zitadel: cleanupJob.resources must set requests.cpu, requests.memory"
+    ]
+    no_postgres = on_release("zitadel", lambda p: p["values"]["postgresql"]["primary"].pop("resources", None))
+    expected = ["zitadel: postgresql.primary.resources must set requests.cpu, requests.memory, limits.memory"]
+    assert resource_violations(recording, "resources-on-every-container", no_postgres) == (
+        expected if stack == "dev" else []  # prod runs no bundled Postgres
+    )
+
+
+def test_namespace_without_restricted_pod_security_fails(recording: mocked.Recording) -> None:
+    def relax(args: ResourceValidationArgs) -> None:
+        if args.resource_type == "kubernetes:core/v1:Namespace" and args.name == "database":
+            props = copy.deepcopy(dict(args.props))
+            props["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "baseline"
+            del props["metadata"]["labels"]["pod-security.kubernetes.io/warn"]
+            args.props = props
+
+    assert resource_violations(recording, "namespaces-pod-security-restricted", relax) == [
+        "database: namespace must label pod-security.kubernetes.io/enforce: restricted",
+        "database: namespace must label pod-security.kubernetes.io/warn: restricted",
+    ]
+
+
 def test_unpinned_chart_fails(recording: mocked.Recording) -> None:
     found = resource_violations(
         recording, "chart-versions-pinned", on_release("zitadel", lambda p: p.update(version="9.x"))
@@ -194,7 +227,10 @@ def test_unprotected_masterkey_fails_in_prod(recording: mocked.Recording, stack:
         args.opts = options(False)
 
     found = resource_violations(recording, "masterkey-protected-in-prod", unprotect)
-    assert len(found) == (3 if stack == "prod" else 0)
+    message = "the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"
+    # The random value, its Vault copy and the Kubernetes Secret; dev may lose its masterkey.
+    expected = [f"zitadel-masterkey: {message}", f"zitadel-masterkey: {message}", f"zitadel: {message}"]
+    assert sorted(found) == (expected if stack == "prod" else [])
 
 
 def test_cache_layout_fails(recording: mocked.Recording) -> None:
@@ -214,3 +250,89 @@ def test_cache_layout_fails(recording: mocked.Recording) -> None:
         releases(resources, "zitadel")["zitadel"]["configmapConfig"]["Caches"]["Milestones"]["Connector"] = "memory"
 
     assert stack_violations(recording, memory_cache) == ["Caches.Milestones.Connector must be redis"]
+
+
+# --- the edge and Redis memory ----------------------------------------------------------------------------------------
+
+RATE_LIMIT = ("config", "envoyGateway", "provider", "kubernetes", "rateLimitDeployment")
+
+
+def _rate_limit_env(props: dict[str, Any]) -> list[dict[str, Any]]:
+    node: Any = props["values"]
+    for part in RATE_LIMIT:
+        node = node[part]
+    env: list[dict[str, Any]] = node["container"]["env"]
+    return env
+
+
+def test_gateway_container_without_resources_fails(recording: mocked.Recording) -> None:
+    def drop(props: dict[str, Any]) -> None:
+        props["values"]["certgen"]["job"].pop("resources")
+        node: Any = props["values"]
+        for part in RATE_LIMIT:
+            node = node[part]
+        node["container"]["resources"]["limits"].clear()
+
+    assert resource_violations(recording, "resources-on-every-container", on_release("gateway-helm", drop)) == [
+        "eg: certgen.job.resources must set requests.cpu, requests.memory, limits.memory",
+        "eg: config.envoyGateway.provider.kubernetes.rateLimitDeployment.container.resources must set limits.memory",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda p: p["values"]["config"]["envoyGateway"]["rateLimit"]["backend"]["redis"].update(
+                url="mymaster,redis-node-0.redis-headless.database.svc.cluster.local:26379/0"
+            ),
+            ["no /db on a Sentinel address: radix would send SELECT to a Sentinel (counters live in DB 0)"],
+        ),
+        (
+            lambda p: p["values"]["config"]["envoyGateway"]["rateLimit"]["backend"]["redis"].update(
+                url="redis-master.database.svc.cluster.local:6379"
+            ),
+            [
+                "the rate-limit Redis URL must be <master set>,<sentinel>,...: "
+                "'redis-master.database.svc.cluster.local:6379'"
+            ],
+        ),
+        (
+            lambda p: _rate_limit_env(p).pop(0),
+            ["the ratelimit container needs REDIS_TYPE=sentinel for a Sentinel URL"],
+        ),
+        (
+            lambda p: _rate_limit_env(p)[2].pop("valueFrom"),
+            ["REDIS_SENTINEL_AUTH must come from a Secret (valueFrom.secretKeyRef)"],
+        ),
+    ],
+)
+def test_gateway_rate_limit_off_the_sentinel_set_fails(
+    recording: mocked.Recording, change: Callable[[dict[str, Any]], None], expected: list[str]
+) -> None:
+    found = resource_violations(recording, "gateway-rate-limit-on-sentinel", on_release("gateway-helm", change))
+    assert found == [f"eg: {message}" for message in expected]
+
+
+@pytest.mark.parametrize(
+    ("configuration", "expected"),
+    [
+        (
+            'databases 16\nmaxmemory 179mb\nmaxmemory-policy allkeys-lru\n',
+            ["maxmemory-policy must spare keys without a TTL (volatile-*), not allkeys-lru: the event streams"],
+        ),
+        (
+            "databases 16\n",
+            [
+                "Redis needs maxmemory below its container's limit: without it the kernel kills it instead",
+                "maxmemory-policy must spare keys without a TTL (volatile-*), not noeviction's default, unset: "
+                "the event streams",
+            ],
+        ),
+    ],
+)
+def test_redis_memory_that_could_evict_a_stream_fails(
+    recording: mocked.Recording, configuration: str, expected: list[str]
+) -> None:
+    change = on_release("redis", lambda p: p["values"].update(commonConfiguration=configuration))
+    assert resource_violations(recording, "redis-memory-bounded", change) == [f"redis: {m}" for m in expected]

@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from components import redis_settings
-from components.redis import redis_values
-from stacks import dblayout
 from stacks.config import RedisConfig, StackConfig
 from testbed.redisbed import (
     AckedWriter,
@@ -21,7 +18,6 @@ from testbed.redisbed import (
     RedisBed,
     binaries_available,
     missing_keys,
-    redis_conf,
     running_bed,
     wait_until,
 )
@@ -37,6 +33,9 @@ if not binaries_available():
 #: Failover = down-after + the sentinels' agreement, election and promotion (measured about 1 s on loopback); the
 #: rest of the allowance absorbs a loaded CI machine.
 ELECTION_ALLOWANCE_S = 4.0
+#: README's DB layout: the event streams, and ZITADEL's Instance cache (DBOffset 2 + purpose 1).
+EVENTS_DB = 1
+INSTANCE_CACHE_DB = 3
 
 
 def failover_bound(cfg: RedisConfig) -> float:
@@ -59,11 +58,11 @@ def shared_bed(prod: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def test_sentinel_clients_find_the_master(shared_bed: RedisBed, prod: StackConfig) -> None:
-    master_set = redis_settings.sentinel_settings(prod.redis).master_set
+    master_set = "mymaster"
     sentinel = shared_bed.sentinel_client()
     host, port = sentinel.discover_master(master_set)
     assert (host, port) == ("127.0.0.1", shared_bed.nodes[0].port)
-    master = sentinel.master_for(master_set, db=prod.events.db)
+    master = sentinel.master_for(master_set, db=EVENTS_DB)
     master.set("probe", "ok")
     assert master.get("probe") == "ok"
     assert sorted(p for _, p in sentinel.discover_slaves(master_set)) == sorted(n.port for n in shared_bed.nodes[1:])
@@ -83,53 +82,47 @@ def test_sentinel_refuses_missing_or_wrong_password(shared_bed: RedisBed, passwo
         )
 
 
-def test_nodes_run_the_stack_settings(shared_bed: RedisBed, prod: StackConfig) -> None:
-    master = shared_bed.client(shared_bed.nodes[0].port)
-    for key, value in redis_settings.redis_directives(prod.redis):
-        if key == "save":
-            continue  # CONFIG GET prints the empty schedule as ""
-        assert master.config_get(key)[key] == value, key
+#: What every prod node and sentinel must run (README's configuration table), read back from the live processes.
+PROD_NODE_SETTINGS = {
+    "databases": "16",
+    "appendonly": "yes",
+    "appendfsync": "everysec",
+    "min-replicas-to-write": "1",
+    "min-replicas-max-lag": "10",
+}
+PROD_SENTINEL_SETTINGS = {
+    "quorum": 2,
+    "down-after-milliseconds": 5000,
+    "failover-timeout": 60000,
+    "parallel-syncs": 1,
+}
 
 
-def test_sentinels_run_the_stack_settings(shared_bed: RedisBed, prod: StackConfig) -> None:
-    s = redis_settings.sentinel_settings(prod.redis)
+def test_nodes_run_the_stack_settings(shared_bed: RedisBed) -> None:
+    for node in shared_bed.nodes:
+        client = shared_bed.client(node.port)
+        running = {key: client.config_get(key)[key] for key in PROD_NODE_SETTINGS}
+        assert running == PROD_NODE_SETTINGS, node.name
+        assert client.config_get("save")["save"] == ""  # no RDB snapshots: AOF is the persistence
+
+
+def test_sentinels_run_the_stack_settings(shared_bed: RedisBed) -> None:
     for sentinel in shared_bed.sentinels:
-        reply = shared_bed.client(sentinel.port).execute_command("SENTINEL", "MASTER", s.master_set)
+        reply = shared_bed.client(sentinel.port).execute_command("SENTINEL", "MASTER", "mymaster")
         fields = dict(zip(reply[::2], reply[1::2], strict=True)) if isinstance(reply, list) else reply
-        assert int(fields["quorum"]) == s.quorum
-        assert int(fields["down-after-milliseconds"]) == s.down_after_milliseconds
-        assert int(fields["failover-timeout"]) == s.failover_timeout
-        assert int(fields["parallel-syncs"]) == s.parallel_syncs
-
-
-def test_helm_values_and_test_bed_share_one_source(prod: StackConfig) -> None:
-    """The chart gets exactly the settings the processes here run with, so tests and deployment cannot drift."""
-    values = redis_values(prod)
-    s = redis_settings.sentinel_settings(prod.redis)
-    assert (values["sentinel"]["masterSet"], values["sentinel"]["quorum"]) == (s.master_set, s.quorum)
-    assert values["sentinel"]["downAfterMilliseconds"] == s.down_after_milliseconds
-    assert values["sentinel"]["failoverTimeout"] == s.failover_timeout
-    assert values["sentinel"]["parallelSyncs"] == s.parallel_syncs
-    directives = [tuple(line.split(" ", 1)) for line in values["commonConfiguration"].splitlines()]
-    assert directives == redis_settings.redis_directives(prod.redis)
-    assert ("min-replicas-to-write", "1") in directives
-    assert values["replica"]["disableCommands"] == list(redis_settings.disabled_commands())
-    conf = redis_conf(prod.redis, port=6379, workdir=Path("/data"), password="x", replica_of=None)
-    for key, value in directives:
-        assert f"{key} {value}\n" in conf
-    assert 'rename-command FLUSHALL ""' in conf
+        assert {key: int(fields[key]) for key in PROD_SENTINEL_SETTINGS} == PROD_SENTINEL_SETTINGS, sentinel.name
 
 
 # --- DB isolation --------------------------------------------------------------------------------------------------
 
 
-def test_cache_truncate_leaves_events_untouched(shared_bed: RedisBed, prod: StackConfig) -> None:
-    layout = prod.db_layout
-    stream = prod.events.streams.high
-    events = shared_bed.client(shared_bed.nodes[0].port, db=layout.events_db)
+def test_cache_truncate_leaves_events_untouched(shared_bed: RedisBed) -> None:
+    # README: the event streams in DB 1, ZITADEL's cache block (which it may FLUSHDB) DBs 3..9.
+    stream = "zitadel:events:high"
+    events = shared_bed.client(shared_bed.nodes[0].port, db=1)
     for n in range(20):
         events.xadd(stream, {"event": f"user.human.added:{n}"})
-    for db in layout.cache_block:
+    for db in range(3, 10):
         cache = shared_bed.client(shared_bed.nodes[0].port, db=db)
         cache.set(f"cache:{db}", "cached")
         assert cache.flushdb() is True  # ZITADEL's Truncate
@@ -138,19 +131,11 @@ def test_cache_truncate_leaves_events_untouched(shared_bed: RedisBed, prod: Stac
 
 
 def test_flushall_is_refused(shared_bed: RedisBed, prod: StackConfig) -> None:
-    events = shared_bed.client(shared_bed.nodes[0].port, db=prod.events.db)
+    events = shared_bed.client(shared_bed.nodes[0].port, db=EVENTS_DB)
     events.set("survivor", "1")
     with pytest.raises(redis.ResponseError, match="unknown command"):
         events.flushall()
     assert events.get("survivor") == "1"
-
-
-def test_layout_keeps_zitadels_block_clear_of_events(prod: StackConfig) -> None:
-    layout = prod.db_layout
-    assert layout.events_db not in layout.cache_block
-    assert max(layout.cache_block) < prod.redis.databases
-    assert set(layout.cache_dbs.values()) <= set(layout.cache_block)
-    assert dblayout.REDIS_CACHES == ("Instance", "Milestones", "Organization")
 
 
 # --- failover ------------------------------------------------------------------------------------------------------
@@ -159,7 +144,7 @@ def test_layout_keeps_zitadels_block_clear_of_events(prod: StackConfig) -> None:
 def test_failover_keeps_every_acknowledged_write(prod: StackConfig, tmp_path: Path) -> None:
     cfg = prod.redis
     with running_bed(cfg, tmp_path) as bed:
-        writer = AckedWriter(bed, prod.events.db)
+        writer = AckedWriter(bed, EVENTS_DB)
         writer.start()
         wait_until("100 acknowledged writes", lambda: len(writer.acked) >= 100, 20)
         old = bed.node(bed.master_port())
@@ -176,7 +161,7 @@ def test_failover_keeps_every_acknowledged_write(prod: StackConfig, tmp_path: Pa
         assert failover_seconds <= failover_bound(cfg), bed.diagnostics()
         assert failover_seconds >= cfg.down_after_milliseconds / 1000  # no failover before down-after
         acked = writer.keys
-        assert missing_keys(bed.client(new_port, db=prod.events.db), acked) == []
+        assert missing_keys(bed.client(new_port, db=EVENTS_DB), acked) == []
 
         # The old master comes back (a restarted pod) and the sentinels turn it into a replica of the new one.
         bed.restart(old)
@@ -186,28 +171,28 @@ def test_failover_keeps_every_acknowledged_write(prod: StackConfig, tmp_path: Pa
             20,
         )
         bed.wait_replicas_synced(new_port, cfg.nodes - 1)
-        assert missing_keys(bed.client(old.port, db=prod.events.db), acked) == []
+        assert missing_keys(bed.client(old.port, db=EVENTS_DB), acked) == []
 
 
 def test_single_address_client_works_once_repointed(prod: StackConfig, tmp_path: Path) -> None:
     """ZITADEL's client holds one address (the master Service). After a failover it works once that moves."""
     with running_bed(prod.redis, tmp_path) as bed:
         old_port = bed.master_port()
-        zitadel = bed.client(old_port, db=prod.zitadel.cache.db_offset + 1, socket_timeout=0.5)
+        zitadel = bed.client(old_port, db=INSTANCE_CACHE_DB, socket_timeout=0.5)
         zitadel.set("instance:1", "cached")
         bed.node(old_port).kill()
         with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
             zitadel.set("instance:2", "cached")
         new_port = wait_until("a new master", lambda: (p := bed.master_port()) != old_port and p, 20, 0.1)
         # The chart's kubectl sidecar relabels the new master pod; the Service's endpoints follow.
-        repointed = bed.client(new_port, db=prod.zitadel.cache.db_offset + 1)
+        repointed = bed.client(new_port, db=INSTANCE_CACHE_DB)
         repointed.set("instance:2", "cached")
         assert repointed.get("instance:1") == "cached"
         # A client left on the old address once it rejoins as a replica cannot write: the Service must move.
         bed.restart(bed.node(old_port))
         wait_until("old master demoted", lambda: bed.client(old_port).info("replication")["role"] == "slave", 20)
         with pytest.raises(redis.ReadOnlyError):
-            bed.client(old_port, db=prod.zitadel.cache.db_offset + 1).set("instance:3", "cached")
+            bed.client(old_port, db=INSTANCE_CACHE_DB).set("instance:3", "cached")
 
 
 # --- write safety --------------------------------------------------------------------------------------------------
@@ -217,7 +202,7 @@ def test_master_cut_off_from_its_replicas_refuses_writes(prod: StackConfig, tmp_
     cfg = prod.redis
     assert cfg.min_replicas_to_write == 1
     with running_bed(cfg, tmp_path, with_sentinels=False) as bed:
-        master = bed.client(bed.nodes[0].port, db=prod.events.db)
+        master = bed.client(bed.nodes[0].port, db=EVENTS_DB)
         master.set("before", "1")
         for replica in bed.nodes[1:]:
             replica.signal(signal.SIGSTOP)  # a partition: connections stay open, acknowledgements stop
@@ -250,7 +235,7 @@ def test_fast_restart_of_the_master(prod: StackConfig, tmp_path: Path, persisten
         )
     with running_bed(cfg, tmp_path) as bed:
         master_node = bed.nodes[0]
-        master = bed.client(master_node.port, db=prod.events.db)
+        master = bed.client(master_node.port, db=EVENTS_DB)
         keys = [f"event:{n}" for n in range(300)]
         for key in keys:
             master.set(key, "payload")
@@ -261,8 +246,7 @@ def test_fast_restart_of_the_master(prod: StackConfig, tmp_path: Path, persisten
         bed.wait_replicas_synced(master_node.port, cfg.nodes - 1)
         assert bed.master_port() == master_node.port
         surviving = {
-            node.name: len(keys) - len(missing_keys(bed.client(node.port, db=prod.events.db), keys))
-            for node in bed.nodes
+            node.name: len(keys) - len(missing_keys(bed.client(node.port, db=EVENTS_DB), keys)) for node in bed.nodes
         }
         if persistence:
             assert surviving == {node.name: 300 for node in bed.nodes}

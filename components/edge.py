@@ -1,0 +1,187 @@
+"""ZITADEL's edge: Envoy Gateway as a Helm release (with the Gateway API and Envoy Gateway CRDs), the Gateway for
+``zitadel.externalDomain``, and global rate limits that envoyproxy/ratelimit keeps in DB 0 of the Redis Sentinel set.
+
+The ratelimit service reads the Redis password only from its environment and its image (distroless) has no shell, so
+the Vault Agent's file cannot reach it. The program therefore writes the generated password into one Kubernetes Secret
+in the gateway's namespace (a Pulumi secret end to end; no value, output or plan shows it), the pods take it through
+``secretKeyRef``, and a short digest of it on their pod template rolls them when it is rotated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import edge_objects, ownership
+from components.helm import chart_args
+from components.isolation import pod_security_labels
+from stacks import names
+from stacks.config import StackConfig
+
+#: envoyproxy/ratelimit's Redis client mode (``src/settings/settings.go``: ``REDIS_TYPE``).
+REDIS_TYPE_SENTINEL = "sentinel"
+
+
+def sentinel_url(cfg: StackConfig) -> str:
+    """``<master set>,<sentinel>:26379,...``: every Sentinel of the Redis release, and no ``/db`` (Sentinel mode
+    cannot select a DB, and radix would send the ``SELECT`` to a Sentinel, which refuses it)."""
+    addresses = names.sentinel_addresses(cfg.kubernetes.cluster_domain, cfg.redis.nodes)
+    return ",".join([names.SENTINEL_MASTER_SET, *addresses])
+
+
+def _from_secret(variable: str) -> dict[str, Any]:
+    return {
+        "name": variable,
+        "valueFrom": {
+            "secretKeyRef": {"name": names.RATE_LIMIT_REDIS_SECRET, "key": names.RATE_LIMIT_REDIS_SECRET_KEY}
+        },
+    }
+
+
+def rate_limit_env(cfg: StackConfig) -> list[dict[str, Any]]:
+    """What Envoy Gateway does not set on the ratelimit container (it sets ``REDIS_URL``, ``REDIS_SOCKET_TYPE``)."""
+    limits = cfg.edge.rate_limit
+    return [
+        {"name": "REDIS_TYPE", "value": REDIS_TYPE_SENTINEL},
+        # Master and replicas; the chart's auth.sentinel gives the sentinels the same password.
+        _from_secret("REDIS_AUTH"),
+        _from_secret("REDIS_SENTINEL_AUTH"),
+        {"name": "CACHE_KEY_PREFIX", "value": limits.key_prefix},
+        {"name": "EXPIRATION_JITTER_MAX_SECONDS", "value": str(limits.expiration_jitter_max_seconds)},
+        # A pod that lost Redis turns unready, so the proxies stop waiting on it (then failClosed decides).
+        {"name": "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION", "value": "true"},
+    ]
+
+
+def password_digest(password: str) -> str:
+    """A short digest of the password for the pod template: it changes with the password and cannot reveal it."""
+    return hashlib.sha256(password.encode()).hexdigest()[:16]
+
+
+def edge_values(cfg: StackConfig, password_digest: pulumi.Input[str]) -> dict[str, Any]:
+    """The Envoy Gateway chart values; ``password_digest`` is ``password_digest(<the Redis password>)``."""
+    edge = cfg.edge
+    limits = edge.rate_limit
+    return {
+        "kubernetesClusterDomain": cfg.kubernetes.cluster_domain,
+        "deployment": {"envoyGateway": {"resources": edge.resources.controller.as_k8s()}},
+        "certgen": {"job": {"resources": edge.resources.certgen.as_k8s()}},
+        # Zone labels on proxy pods, through a webhook the API server would call: unused here, and one flow less.
+        "topologyInjector": {"enabled": False},
+        "config": {
+            "envoyGateway": {
+                "rateLimit": {
+                    "backend": {"type": "Redis", "redis": {"url": sentinel_url(cfg)}},
+                    "failClosed": limits.fail_closed,
+                    "timeout": limits.timeout,
+                },
+                "provider": {
+                    "type": "Kubernetes",
+                    "kubernetes": {
+                        "rateLimitDeployment": {
+                            "replicas": edge.rate_limit_replicas,
+                            "container": {"env": rate_limit_env(cfg), "resources": edge.resources.rate_limit.as_k8s()},
+                            "pod": {"annotations": {names.RATE_LIMIT_PASSWORD_DIGEST_ANNOTATION: password_digest}},
+                        }
+                    },
+                },
+            }
+        },
+    }
+
+
+def _custom_resource(document: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        document["metadata"]["name"],
+        api_version=document["apiVersion"],
+        kind=document["kind"],
+        metadata=document["metadata"],
+        spec=document["spec"],
+        opts=opts,
+    )
+
+
+class Edge(pulumi.ComponentResource):
+    """The gateway's namespace, the ratelimit pods' Redis Secret, the Envoy Gateway release, the Gateway."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        *,
+        redis_password: pulumi.Output[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("blinkchamber:identity:Edge", name, None, opts)
+        edge = cfg.edge
+        child = pulumi.ResourceOptions(parent=self)
+        namespace = ownership.namespace(edge.namespace, cfg, labels=pod_security_labels(cfg), parent=self)
+        network_policies = [
+            k8s.networking.v1.NetworkPolicy(
+                policy["metadata"]["name"],
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy["metadata"]["name"], namespace=namespace.metadata.name),
+                spec=policy["spec"],
+                opts=child,
+            )
+            for policy in edge_objects.edge_network_policies(cfg)
+        ]
+        secret = k8s.core.v1.Secret(
+            names.RATE_LIMIT_REDIS_SECRET,
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=names.RATE_LIMIT_REDIS_SECRET, namespace=namespace.metadata.name),
+            type="Opaque",
+            string_data={names.RATE_LIMIT_REDIS_SECRET_KEY: redis_password},
+            opts=child,
+        )
+        # Plain on purpose: a secret anywhere in the values would hide the whole document from plans and reviews,
+        # and 64 bits of a SHA-256 say nothing about a 48-character random password.
+        digest = pulumi.Output.unsecret(pulumi.Output.from_input(redis_password).apply(password_digest))
+        self.release = k8s.helm.v3.Release(
+            names.EDGE_RELEASE,
+            name=names.EDGE_RELEASE,
+            namespace=namespace.metadata.name,
+            values=edge_values(cfg, digest),
+            atomic=True,
+            timeout=600,
+            **chart_args(edge.chart),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, secret, *network_policies]),
+        )
+        # The CRDs come with the release.
+        after_release = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
+        proxy_config = _custom_resource(edge_objects.envoy_proxy(cfg), after_release)
+        gateway_class = _custom_resource(
+            edge_objects.gateway_class(cfg),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.release, proxy_config]),
+        )
+        self.gateway = _custom_resource(
+            edge_objects.gateway(cfg), pulumi.ResourceOptions(parent=self, depends_on=[self.release, gateway_class])
+        )
+        self.client_traffic_policy = _custom_resource(
+            edge_objects.client_traffic_policy(cfg),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.release, self.gateway]),
+        )
+        self.register_outputs({"gateway": f"{edge.namespace}/{names.EDGE_GATEWAY}"})
+
+
+class ZitadelRoutePolicies(pulumi.ComponentResource):
+    """The policies on ZITADEL's routes, in ZITADEL's namespace: the JWT claim copy and the rate limits."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        *,
+        after: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("blinkchamber:identity:ZitadelRoutePolicies", name, None, opts)
+        # After the CRDs (the gateway release) and ZITADEL's namespace; a policy may precede the routes it targets.
+        options = pulumi.ResourceOptions(parent=self, depends_on=list(after))
+        documents = [edge_objects.backend_traffic_policy(cfg)]
+        if cfg.edge.jwt.enabled:
+            documents.insert(0, edge_objects.security_policy(cfg))
+        self.policies = [_custom_resource(document, options) for document in documents]
+        self.register_outputs({})

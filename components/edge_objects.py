@@ -1,0 +1,331 @@
+"""The edge's Kubernetes objects as documents: the Gateway API objects, Envoy Gateway's policies, and the network
+policies of the gateway's namespace.
+
+Pure functions of the stack config, so that the tests validate exactly these documents against the CRDs of the pinned
+chart. Field names are Envoy Gateway v1.9.0's (``api/v1alpha1``) and Gateway API v1's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from components import edge_pods
+from components.isolation import DNS_PORT, LOGIN_LABELS, LOGIN_PORT, REDIS_LABELS, SERVER_LABELS, ZITADEL_PORT
+from stacks import names
+from stacks.config import RateLimitRule, StackConfig
+
+GATEWAY_API: Final = "gateway.networking.k8s.io"
+GATEWAY_API_VERSION: Final = f"{GATEWAY_API}/v1"
+ENVOY_GATEWAY_API: Final = "gateway.envoyproxy.io"
+ENVOY_GATEWAY_API_VERSION: Final = f"{ENVOY_GATEWAY_API}/v1alpha1"
+#: Where ZITADEL publishes the keys its JWTs are signed with (OIDC discovery's ``jwks_uri``).
+ZITADEL_JWKS_PATH: Final = "/oauth/v2/keys"
+JWT_PROVIDER: Final = "zitadel"
+_SHUTDOWN_MANAGER: Final = "shutdown-manager"
+
+
+def _document(api_version: str, kind: str, name: str, namespace: str | None, spec: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+def listener_name(cfg: StackConfig) -> str:
+    return "https" if cfg.edge.listener.tls_secret_name else "http"
+
+
+def route_parent_refs(cfg: StackConfig) -> list[dict[str, Any]]:
+    """What ZITADEL's routes attach to: the stack's Gateway, its one listener."""
+    return [{"name": names.EDGE_GATEWAY, "namespace": cfg.edge.namespace, "sectionName": listener_name(cfg)}]
+
+
+# --- the gateway ------------------------------------------------------------------------------------------------------
+
+
+def envoy_proxy(cfg: StackConfig) -> dict[str, Any]:
+    """The data plane's settings: replicas, resources (the shutdown-manager's only through a patch), the Service."""
+    edge = cfg.edge
+    deployment: dict[str, Any] = {
+        "replicas": edge.proxy_replicas,
+        "container": {"resources": edge.resources.proxy.as_k8s()},
+        "patch": {
+            "type": "StrategicMerge",
+            "value": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {"name": _SHUTDOWN_MANAGER, "resources": edge.resources.shutdown_manager.as_k8s()}
+                            ]
+                        }
+                    }
+                }
+            },
+        },
+    }
+    service: dict[str, Any] = {"type": edge.service_type}
+    if edge.service_type != "ClusterIP":
+        # Keeps the client's address on the connection: what per-client-IP limits key on behind an L4 balancer.
+        service["externalTrafficPolicy"] = "Local"
+    kubernetes: dict[str, Any] = {"envoyDeployment": deployment, "envoyService": service}
+    if edge.proxy_replicas > 1:
+        kubernetes["envoyPDB"] = {"minAvailable": 1}
+    spec = {"provider": {"type": "Kubernetes", "kubernetes": kubernetes}}
+    return _document(ENVOY_GATEWAY_API_VERSION, "EnvoyProxy", names.EDGE_PROXY_CONFIG, edge.namespace, spec)
+
+
+def gateway_class(cfg: StackConfig) -> dict[str, Any]:
+    spec = {
+        "controllerName": names.EDGE_CONTROLLER_NAME,
+        "parametersRef": {
+            "group": ENVOY_GATEWAY_API,
+            "kind": "EnvoyProxy",
+            "name": names.EDGE_PROXY_CONFIG,
+            "namespace": cfg.edge.namespace,
+        },
+    }
+    return _document(GATEWAY_API_VERSION, "GatewayClass", names.EDGE_GATEWAY_CLASS, None, spec)
+
+
+def gateway(cfg: StackConfig) -> dict[str, Any]:
+    """One listener for ``zitadel.externalDomain``; only routes in ZITADEL's namespace may attach."""
+    listener: dict[str, Any] = {
+        "name": listener_name(cfg),
+        "protocol": "HTTPS" if cfg.edge.listener.tls_secret_name else "HTTP",
+        "port": cfg.edge.listener.port,
+        "hostname": cfg.zitadel.external_domain,
+        "allowedRoutes": {
+            "namespaces": {
+                "from": "Selector",
+                "selector": {"matchLabels": {"kubernetes.io/metadata.name": cfg.zitadel.namespace}},
+            },
+            "kinds": [{"group": GATEWAY_API, "kind": "HTTPRoute"}, {"group": GATEWAY_API, "kind": "GRPCRoute"}],
+        },
+    }
+    if cfg.edge.listener.tls_secret_name:
+        listener["tls"] = {
+            "mode": "Terminate",
+            "certificateRefs": [{"group": "", "kind": "Secret", "name": cfg.edge.listener.tls_secret_name}],
+        }
+    spec = {"gatewayClassName": names.EDGE_GATEWAY_CLASS, "listeners": [listener]}
+    return _document(GATEWAY_API_VERSION, "Gateway", names.EDGE_GATEWAY, cfg.edge.namespace, spec)
+
+
+def client_traffic_policy(cfg: StackConfig) -> dict[str, Any]:
+    """On the Gateway: who the client is, and no client-sent claim headers (removed before the JWT filter runs)."""
+    edge = cfg.edge
+    spec: dict[str, Any] = {
+        "targetRefs": [{"group": GATEWAY_API, "kind": "Gateway", "name": names.EDGE_GATEWAY}],
+        "clientIPDetection": {"xForwardedFor": {"numTrustedHops": edge.client_ip_detection.xff_num_trusted_hops}},
+    }
+    claim_headers = [claim.header for claim in edge.jwt.claim_headers]
+    if claim_headers:
+        spec["headers"] = {"earlyRequestHeaders": {"remove": claim_headers}}
+    return _document(
+        ENVOY_GATEWAY_API_VERSION, "ClientTrafficPolicy", names.EDGE_CLIENT_TRAFFIC_POLICY, edge.namespace, spec
+    )
+
+
+# --- ZITADEL's routes -------------------------------------------------------------------------------------------------
+
+
+def _route_refs(*routes: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"group": GATEWAY_API, "kind": kind, "name": name} for kind, name in routes]
+
+
+#: The routes the chart renders: the API over HTTP, the API over gRPC, the login UI.
+API_ROUTES: Final = (("HTTPRoute", names.ZITADEL_HTTP_ROUTE), ("GRPCRoute", names.ZITADEL_GRPC_ROUTE))
+ALL_ROUTES: Final = (*API_ROUTES, ("HTTPRoute", names.ZITADEL_LOGIN_ROUTE))
+
+
+def jwks_uri(cfg: StackConfig) -> str:
+    """The JWKS address the proxies fetch through the ZITADEL Service: plain HTTP inside the cluster, and the public
+    host name in the Host header, which is how ZITADEL finds its instance."""
+    return f"http://{cfg.zitadel.external_domain}{ZITADEL_JWKS_PATH}"
+
+
+def security_policy(cfg: StackConfig) -> dict[str, Any]:
+    """Copies claims of valid ZITADEL JWTs into headers. ``failOpen``: a request without a JWT, with an opaque token
+    or a PAT, or with an invalid JWT passes unchanged (``optional`` alone would reject opaque bearer tokens)."""
+    edge = cfg.edge
+    spec = {
+        "targetRefs": _route_refs(*API_ROUTES),
+        "jwt": {
+            "failOpen": True,
+            "providers": [
+                {
+                    "name": JWT_PROVIDER,
+                    "issuer": cfg.zitadel.public_url,
+                    "remoteJWKS": {
+                        "uri": jwks_uri(cfg),
+                        "backendRefs": [
+                            {
+                                "group": "",
+                                "kind": "Service",
+                                "name": names.ZITADEL_SERVICE,
+                                "port": names.ZITADEL_SERVICE_PORT,
+                            }
+                        ],
+                    },
+                    "claimToHeaders": [
+                        {"claim": claim.claim, "header": claim.header} for claim in edge.jwt.claim_headers
+                    ],
+                }
+            ],
+        },
+    }
+    return _document(ENVOY_GATEWAY_API_VERSION, "SecurityPolicy", names.EDGE_JWT_POLICY, cfg.zitadel.namespace, spec)
+
+
+def path_pattern(prefixes: Sequence[str]) -> str:
+    """An RE2 pattern for Envoy's full match on ``:path`` (query included): any prefix, ending there, at ``/`` or
+    at ``?``. The config allows only ``[A-Za-z0-9/._~-]``, of which ``.`` alone is special."""
+    alternatives = "|".join(prefix.rstrip("/").replace(".", r"\.") for prefix in prefixes)
+    return f"(?:{alternatives})(?:[/?].*)?"
+
+
+def gateway_rule(rule: RateLimitRule, client_cidr: str | None) -> dict[str, Any]:
+    """One global rule. ``shared``: one bucket across every route the policy targets, so a client's HTTP, gRPC and
+    login requests count together."""
+    selector: dict[str, Any] = {}
+    if rule.per_headers:
+        selector["headers"] = [{"name": header, "type": "Distinct"} for header in rule.per_headers]
+    if rule.paths:
+        selector["path"] = {"type": "RegularExpression", "value": path_pattern(rule.paths)}
+    if client_cidr is not None:
+        selector["sourceCIDR"] = {"type": "Distinct", "value": client_cidr}
+    document: dict[str, Any] = {
+        "limit": {"requests": rule.requests, "unit": rule.unit},
+        "shared": True,
+        "shadowMode": rule.shadow_mode,
+    }
+    if selector:
+        document["clientSelectors"] = [selector]
+    return document
+
+
+def backend_traffic_policy(cfg: StackConfig) -> dict[str, Any]:
+    spec = {
+        "targetRefs": _route_refs(*ALL_ROUTES),
+        "rateLimit": {"global": {"rules": [gateway_rule(rule, cidr) for rule, cidr in cfg.edge.rate_limit.expanded()]}},
+    }
+    return _document(
+        ENVOY_GATEWAY_API_VERSION, "BackendTrafficPolicy", names.EDGE_RATE_LIMIT_POLICY, cfg.zitadel.namespace, spec
+    )
+
+
+# --- network policies of the gateway's namespace ----------------------------------------------------------------------
+
+
+def _ports(*ports: int, protocol: str = "TCP") -> list[dict[str, Any]]:
+    return [{"port": port, "protocol": protocol} for port in ports]
+
+
+def _pods(labels: Mapping[str, str]) -> dict[str, Any]:
+    return {"matchLabels": dict(labels)}
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
+def _policy(cfg: StackConfig, name: str, pods: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
+    types = [kind for kind, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": cfg.edge.namespace},
+        "spec": {"podSelector": dict(pods), "policyTypes": types, **rules},
+    }
+
+
+def edge_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The gateway's namespace: deny all, then the flows of the controller, the proxies and the ratelimit pods."""
+    edge = cfg.edge
+    net = edge.network_policy
+    proxies = edge_pods.proxy_labels(edge.namespace)
+    monitoring = [_namespace(namespace) for namespace in net.monitoring_namespaces]
+    scraped = [{"from": monitoring, "ports": _ports(edge_pods.METRICS_PORT)}] if monitoring else []
+    kube_api = [
+        {
+            "to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.kubernetes.api_server_cidrs],
+            "ports": _ports(*net.kube_api_ports),
+        }
+    ]
+    return [
+        _policy(cfg, "edge-default-deny", {}, ingress=[], egress=[]),
+        _policy(
+            cfg,
+            "edge-dns",
+            {},
+            egress=[
+                {
+                    "to": [_namespace(cfg.kubernetes.dns_namespace)],
+                    "ports": _ports(DNS_PORT, protocol="UDP") + _ports(DNS_PORT),
+                }
+            ],
+        ),
+        _policy(
+            cfg,
+            "edge-proxies",
+            _pods(proxies),
+            # Clients, from anywhere (through the load balancer), on the listener's container port.
+            ingress=[{"ports": _ports(edge_pods.proxy_container_port(edge.listener.port))}, *scraped],
+            egress=[
+                # ZITADEL's API (and its JWKS) and the login UI.
+                {
+                    "to": [edge_pods.in_namespace(cfg.zitadel.namespace, SERVER_LABELS)],
+                    "ports": _ports(ZITADEL_PORT),
+                },
+                {"to": [edge_pods.in_namespace(cfg.zitadel.namespace, LOGIN_LABELS)], "ports": _ports(LOGIN_PORT)},
+                {
+                    "to": [{"podSelector": _pods(edge_pods.CONTROLLER_LABELS)}],
+                    "ports": _ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT),
+                },
+                {
+                    "to": [{"podSelector": _pods(edge_pods.RATE_LIMIT_LABELS)}],
+                    "ports": _ports(edge_pods.RATE_LIMIT_GRPC_PORT),
+                },
+            ],
+        ),
+        _policy(
+            cfg,
+            "edge-rate-limit",
+            _pods(edge_pods.RATE_LIMIT_LABELS),
+            ingress=[
+                {"from": [{"podSelector": _pods(proxies)}], "ports": _ports(edge_pods.RATE_LIMIT_GRPC_PORT)},
+                *scraped,
+            ],
+            egress=[
+                # Redis and Sentinel: the counters live in DB 0 of the Sentinel set.
+                {
+                    "to": [edge_pods.in_namespace(names.REDIS_NAMESPACE, REDIS_LABELS)],
+                    "ports": _ports(names.REDIS_PORT, names.SENTINEL_PORT),
+                },
+                {
+                    "to": [{"podSelector": _pods(edge_pods.CONTROLLER_LABELS)}],
+                    "ports": _ports(edge_pods.RATE_LIMIT_CONFIG_PORT),
+                },
+            ],
+        ),
+        _policy(
+            cfg,
+            "edge-controller",
+            _pods(edge_pods.CONTROLLER_LABELS),
+            ingress=[
+                {
+                    "from": [{"podSelector": _pods(proxies)}],
+                    "ports": _ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT),
+                },
+                {
+                    "from": [{"podSelector": _pods(edge_pods.RATE_LIMIT_LABELS)}],
+                    "ports": _ports(edge_pods.RATE_LIMIT_CONFIG_PORT),
+                },
+                *scraped,
+            ],
+            egress=kube_api,
+        ),
+        _policy(cfg, "edge-certgen", _pods(edge_pods.CERTGEN_LABELS), egress=kube_api),
+    ]

@@ -1,0 +1,393 @@
+"""The event relay: the bridge from ZITADEL's Event API into Redis's events DB, and its identity in ZITADEL.
+
+In ZITADEL's namespace (Redis already admits that namespace; ZITADEL's Service is next door): a Deployment of
+``events.relay.replicas`` bridges (one active through a lease in Redis, the others standing by), its ServiceAccount,
+a metrics Service, a PDB, its ConfigMap (``relay.json``, no secret) and NetworkPolicies. In ZITADEL, through the
+``pulumiverse-zitadel`` provider: a machine user with ``IAM_OWNER_VIEWER`` on the instance only (``events.read``)
+and its personal access token, which goes to Vault and reaches the pods through the Vault Agent Injector.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_vault as vault
+import pulumiverse_zitadel as zitadel
+
+from components.isolation import DNS_PORT, NAMESPACE_NAME_LABEL, SERVER_COMPONENT
+from components.vault import VaultAccess, VaultPaths
+from components.vault_texts import InjectedFile, injector_annotations, secret_value_template
+from stacks import names
+from stacks.config import StackConfig, duration_seconds
+
+#: The image's user (relay/Dockerfile).
+RELAY_UID: Final = 10001
+LABELS: Final = {
+    "app.kubernetes.io/name": names.RELAY_NAME,
+    "app.kubernetes.io/instance": names.RELAY_NAME,
+    "app.kubernetes.io/component": "bridge",
+}
+#: How long a dead bridge's lease blocks its standby, and how often the holder renews it.
+LEASE_TTL_S: Final = 10.0
+LEASE_RENEW_S: Final = 3.0
+_RUNTIME_DEFAULT: Final = {"type": "RuntimeDefault"}
+# The ZITADEL chart's server pods (components/isolation.py).
+_ZITADEL_SERVER: Final = {
+    "matchLabels": {
+        "app.kubernetes.io/name": names.ZITADEL_FULLNAME,
+        "app.kubernetes.io/instance": names.ZITADEL_RELEASE,
+        "app.kubernetes.io/component": SERVER_COMPONENT,
+    }
+}
+_REDIS_PODS: Final = {
+    "matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": names.REDIS_RELEASE}
+}
+
+
+def instance_name(cfg: StackConfig) -> str:
+    return cfg.events.source.instance or cfg.zitadel.external_domain
+
+
+def relay_document(cfg: StackConfig) -> dict[str, Any]:
+    """``relay.json``: everything the bridge needs, durations in seconds, credentials only as file paths."""
+    e, domain = cfg.events, cfg.kubernetes.cluster_domain
+    s, p = e.source, e.publishing
+    zitadel_host = names.service_host(names.ZITADEL_SERVICE, cfg.zitadel.namespace, domain)
+    sentinels = names.service_host(names.REDIS_SERVICE, names.REDIS_NAMESPACE, domain)
+    return {
+        "instance": instance_name(cfg),
+        "zitadel": {
+            "url": f"http://{zitadel_host}:{names.ZITADEL_SERVICE_PORT}",
+            "instanceHost": cfg.zitadel.external_domain,
+            "tokenFile": f"{names.VAULT_SECRETS_DIR}/{names.RELAY_PAT_INJECT_NAME}",
+        },
+        "redis": {
+            "sentinels": [[sentinels, names.SENTINEL_PORT]],
+            "masterSet": names.SENTINEL_MASTER_SET,
+            "db": e.db,
+            "passwordFile": f"{names.VAULT_SECRETS_DIR}/{names.REDIS_INJECT_NAME}",
+        },
+        "streams": {
+            "high": e.streams.high,
+            "normal": e.streams.normal,
+            "low": e.streams.low,
+            "deadLetter": e.streams.dead_letter,
+        },
+        "source": {
+            "pollInterval": duration_seconds(s.poll_interval),
+            "clockSkew": duration_seconds(s.clock_skew),
+            "pageSize": s.page_size,
+            "lookBackWindow": duration_seconds(s.look_back_window),
+            "lookBackPeriod": duration_seconds(s.look_back_period),
+            "dedupTtl": duration_seconds(s.dedup_ttl),
+            "maxEventBytes": s.max_event_bytes,
+            "startFrom": s.start_from,
+        },
+        "publishing": {
+            "batchSize": p.batch_size,
+            "maxRetries": p.max_retries,
+            "retryBackoff": duration_seconds(p.retry_backoff),
+            "maxRetryBackoff": duration_seconds(p.max_retry_backoff),
+            "requireReplicaAck": p.require_replica_ack,
+            "maxStreamLength": e.performance.max_stream_length,
+        },
+        "lease": {"ttl": LEASE_TTL_S, "renewEvery": LEASE_RENEW_S},
+        "metricsPort": names.RELAY_METRICS_PORT,
+    }
+
+
+def relay_config_text(cfg: StackConfig) -> str:
+    return json.dumps(relay_document(cfg), indent=2, sort_keys=True) + "\n"
+
+
+def injected_files(cfg: StackConfig) -> list[InjectedFile]:
+    """The Redis password and the ZITADEL token, each a bare value (no trailing newline)."""
+    paths = VaultPaths.of(cfg)
+    return [
+        InjectedFile(
+            name=names.REDIS_INJECT_NAME,
+            vault_path=paths.redis,
+            template=secret_value_template(paths.redis, names.REDIS_SECRET_KEY),
+        ),
+        InjectedFile(
+            name=names.RELAY_PAT_INJECT_NAME,
+            vault_path=paths.relay_token,
+            template=secret_value_template(paths.relay_token, names.RELAY_SECRET_KEY),
+        ),
+    ]
+
+
+def pod_annotations(cfg: StackConfig) -> dict[str, str]:
+    annotations = injector_annotations(
+        role=names.VaultNames.of(cfg).relay_role, auth_path=cfg.vault.kubernetes_auth_path, files=injected_files(cfg)
+    )
+    # A new relay.json restarts the pods (a ConfigMap change alone would not).
+    annotations["blinkchamber.io/relay-config-sha256"] = hashlib.sha256(relay_config_text(cfg).encode()).hexdigest()
+    return annotations
+
+
+def _ports(ports: Sequence[int], protocol: str = "TCP") -> list[dict[str, Any]]:
+    return [{"port": port, "protocol": protocol} for port in ports]
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
+
+
+def network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The bridge reaches ZITADEL, Redis and its sentinels, Vault and DNS; only Prometheus reaches it. ZITADEL's
+    namespace denies everything else already; a second policy lets the bridge into ZITADEL's API."""
+    relay = {"matchLabels": dict(LABELS)}
+    metrics_from = [_namespace(n) for n in cfg.events.relay.metrics_namespaces]
+    namespace = cfg.zitadel.namespace
+
+    def policy(name: str, selector: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
+        types = [kind for kind, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"podSelector": dict(selector), "policyTypes": types, **rules},
+        }
+
+    return [
+        policy(
+            names.RELAY_NAME,
+            relay,
+            ingress=[{"from": metrics_from, "ports": _ports([names.RELAY_METRICS_PORT])}] if metrics_from else [],
+            egress=[
+                {"to": [{"podSelector": _ZITADEL_SERVER}], "ports": _ports([names.ZITADEL_SERVICE_PORT])},
+                {
+                    "to": [{**_namespace(names.REDIS_NAMESPACE), "podSelector": _REDIS_PODS}],
+                    "ports": _ports([names.REDIS_PORT, names.SENTINEL_PORT]),
+                },
+                {"to": [_namespace(cfg.vault.namespace)], "ports": _ports([cfg.vault.port])},
+                {
+                    "to": [_namespace(cfg.kubernetes.dns_namespace)],
+                    "ports": _ports([DNS_PORT], "UDP") + _ports([DNS_PORT], "TCP"),
+                },
+            ],
+        ),
+        policy(
+            f"zitadel-from-{names.RELAY_NAME}",
+            _ZITADEL_SERVER,
+            ingress=[{"from": [{"podSelector": relay}], "ports": _ports([names.ZITADEL_SERVICE_PORT])}],
+        ),
+    ]
+
+
+def deployment_spec(cfg: StackConfig) -> dict[str, Any]:
+    r = cfg.events.relay
+    probe = {"port": names.RELAY_METRICS_PORT}
+    container = {
+        "name": names.RELAY_NAME,
+        "image": r.image.reference,
+        "args": ["run"],
+        "env": [{"name": "RELAY_CONFIG", "value": f"{names.RELAY_CONFIG_DIR}/{names.RELAY_CONFIG_FILE}"}],
+        "ports": [{"name": "metrics", "containerPort": names.RELAY_METRICS_PORT, "protocol": "TCP"}],
+        # Ready = Redis answers (a standby is ready too: readiness gates rollouts, not leadership).
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 20,
+            "failureThreshold": 3,
+        },
+        "resources": r.resources.as_k8s(),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RELAY_UID,
+            "runAsGroup": RELAY_UID,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": _RUNTIME_DEFAULT,
+        },
+        "volumeMounts": [{"name": "config", "mountPath": names.RELAY_CONFIG_DIR, "readOnly": True}],
+    }
+    return {
+        "replicas": r.replicas,
+        "selector": {"matchLabels": dict(LABELS)},
+        "template": {
+            "metadata": {"labels": dict(LABELS), "annotations": pod_annotations(cfg)},
+            "spec": {
+                "serviceAccountName": names.RELAY_SERVICE_ACCOUNT,
+                # The Vault Agent Injector logs in with the pod's token.
+                "automountServiceAccountToken": True,
+                # Pod level, so that the injected Vault agent container is covered as well.
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": RELAY_UID,
+                    "fsGroup": RELAY_UID,
+                    "seccompProfile": _RUNTIME_DEFAULT,
+                },
+                # SIGTERM lets the active bridge finish its page and release the lease.
+                "terminationGracePeriodSeconds": 30,
+                "affinity": {
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 100,
+                                "podAffinityTerm": {
+                                    "topologyKey": "kubernetes.io/hostname",
+                                    "labelSelector": {"matchLabels": dict(LABELS)},
+                                },
+                            }
+                        ]
+                    }
+                },
+                "containers": [container],
+                "volumes": [{"name": "config", "configMap": {"name": names.RELAY_NAME}}],
+            },
+        },
+    }
+
+
+def _admin_key(data: Any) -> str:
+    """The admin machine key (JSON) from the data of the Secret the chart's setup job writes."""
+    if not data:  # under the offline plan's mocks a read returns nothing
+        return ""
+    if names.ZITADEL_ADMIN_SECRET_KEY not in data:
+        raise ValueError(f"Secret {names.ZITADEL_ADMIN_SECRET} has no key {names.ZITADEL_ADMIN_SECRET_KEY}")
+    return base64.b64decode(data[names.ZITADEL_ADMIN_SECRET_KEY]).decode()
+
+
+def _secret_json(token: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The KV v2 document of the token, a Pulumi secret from end to end."""
+    document = pulumi.Output.from_input(token).apply(lambda t: json.dumps({names.RELAY_SECRET_KEY: t}))
+    return pulumi.Output.secret(document)
+
+
+class EventRelay(pulumi.ComponentResource):
+    """The relay's identity in ZITADEL and Vault, and its Kubernetes objects."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        *,
+        vault_provider: vault.Provider,
+        vault_access: VaultAccess,
+        zitadel_release: pulumi.CustomResource,
+        redis: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("blinkchamber:identity:EventRelay", name, None, opts)
+        namespace = cfg.zitadel.namespace
+        child = pulumi.ResourceOptions(parent=self)
+
+        # --- identity in ZITADEL ------------------------------------------------------------------------------------
+        if cfg.secrets.zitadel_admin_key:
+            admin_key: pulumi.Output[str] = pulumi.Config(names.PROJECT).require_secret("zitadelAdminKey")
+        else:
+            # Read after the release: its setup job writes the Secret. Its ID is unknown until the release exists,
+            # so a first preview skips the read instead of failing on a Secret that is not there yet.
+            admin_secret = k8s.core.v1.Secret.get(
+                "zitadel-admin-key",
+                pulumi.Output.all(zitadel_release.id).apply(lambda _: f"{namespace}/{names.ZITADEL_ADMIN_SECRET}"),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
+            )
+            admin_key = pulumi.Output.secret(admin_secret.data.apply(_admin_key))
+        api = cfg.events.relay.admin_api
+        z = cfg.zitadel
+        provider = zitadel.Provider(
+            "zitadel",
+            domain=api.domain or z.external_domain,
+            port=str(api.port or z.external_port),
+            insecure=api.insecure if api.insecure is not None else not z.external_secure,
+            jwt_profile_json=admin_key,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
+        )
+        in_zitadel = pulumi.ResourceOptions(parent=self, provider=provider)
+        user = zitadel.MachineUser(
+            names.RELAY_MACHINE_USER,
+            user_name=names.RELAY_MACHINE_USER,
+            name="Event relay",
+            description="Reads the instance's events (Event API) into Redis; IAM_OWNER_VIEWER only",
+            access_token_type="ACCESS_TOKEN_TYPE_BEARER",
+            opts=in_zitadel,
+        )
+        member = zitadel.InstanceMember(
+            names.RELAY_MACHINE_USER, user_id=user.id, roles=[names.RELAY_ZITADEL_ROLE], opts=in_zitadel
+        )
+        token = zitadel.PersonalAccessToken(
+            names.RELAY_MACHINE_USER,
+            user_id=user.id,
+            org_id=cast(pulumi.Output[str], user.org_id),
+            opts=pulumi.ResourceOptions.merge(in_zitadel, pulumi.ResourceOptions(depends_on=[member])),
+        )
+        token_secret = vault.kv.SecretV2(
+            names.RELAY_SECRET_NAME,
+            mount=vault_access.kv_mount,
+            name=names.VaultNames.of(cfg).relay_secret,
+            data_json=_secret_json(token.token),
+            opts=pulumi.ResourceOptions(parent=self, provider=vault_provider),
+        )
+
+        # --- Kubernetes -----------------------------------------------------------------------------------------------
+
+        def meta(object_name: str) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=namespace, labels=dict(LABELS))
+
+        account = k8s.core.v1.ServiceAccount(
+            names.RELAY_SERVICE_ACCOUNT,
+            metadata=meta(names.RELAY_SERVICE_ACCOUNT),
+            automount_service_account_token=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
+        )
+        config_map = k8s.core.v1.ConfigMap(
+            names.RELAY_NAME,
+            metadata=meta(names.RELAY_NAME),
+            data={names.RELAY_CONFIG_FILE: relay_config_text(cfg)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
+        )
+        policies = [
+            k8s.networking.v1.NetworkPolicy(
+                doc["metadata"]["name"],
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=doc["metadata"]["name"], namespace=namespace),
+                spec=doc["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
+            )
+            for doc in network_policies(cfg)
+        ]
+        self.deployment = k8s.apps.v1.Deployment(
+            names.RELAY_NAME,
+            metadata=meta(names.RELAY_NAME),
+            spec=cast(Any, deployment_spec(cfg)),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[
+                    account,
+                    config_map,
+                    *policies,
+                    token_secret,
+                    *vault_access.relay_access,
+                    zitadel_release,
+                    *redis,
+                ],
+            ),
+        )
+        k8s.core.v1.Service(
+            names.RELAY_NAME,
+            metadata=meta(names.RELAY_NAME),
+            spec=cast(Any, {
+                "selector": dict(LABELS),
+                "ports": [{"name": "metrics", "port": names.RELAY_METRICS_PORT, "targetPort": "metrics"}],
+            }),
+            opts=child,
+        )
+        if cfg.events.relay.replicas > 1:
+            k8s.policy.v1.PodDisruptionBudget(
+                names.RELAY_NAME,
+                metadata=meta(names.RELAY_NAME),
+                spec=cast(Any, {"minAvailable": 1, "selector": {"matchLabels": dict(LABELS)}}),
+                opts=child,
+            )
+        self.register_outputs({"machineUser": names.RELAY_MACHINE_USER, "instance": instance_name(cfg)})

@@ -1,0 +1,139 @@
+"""The real charts rendered for what the program declares, and the pinned upstream artifacts, for the tests.
+
+``rendered(stack, release)`` renders the pinned chart archive with Helm's engine, with exactly the values, release
+name, namespace and chart version of the Helm release the program declares under mocks. An artifact that cannot be
+had fails the test with one line (where it comes from, ``BLINKCHAMBER_ARTIFACTS``), not a stack trace.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Final, TypeVar
+
+import pytest
+import yaml
+
+from stacks import names
+from stacks.config import Chart
+from stacks.plan import HELM_RELEASE, mask
+from testbed import artifacts, charts
+from tests.conftest import record
+
+T = TypeVar("T")
+
+RELEASES: Final = (names.REDIS_RELEASE, names.ZITADEL_RELEASE)
+#: Kinds whose ``spec.template`` is a pod template (CronJob nests it in ``jobTemplate``, a bare Pod is its own).
+_TEMPLATED_KINDS: Final = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+
+
+def _memo(function: Callable[[str, str], T]) -> Callable[[str, str], T]:
+    """Cache per (stack, release), except while mutmut maps which tests reach which function (each must run)."""
+    results: dict[tuple[str, str], T] = {}
+
+    def memoized(stack: str, release: str) -> T:
+        if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+            return function(stack, release)
+        if (stack, release) not in results:
+            results[stack, release] = function(stack, release)
+        return results[stack, release]
+
+    return memoized
+
+
+def available(fetch: Callable[[], T]) -> T:
+    """``fetch()``, or the test fails with the artifact's one-line message."""
+    try:
+        return fetch()
+    except artifacts.ArtifactUnavailableError as error:
+        message = str(error)
+    # Outside the except block: pytest would print the original exception as the failure's context.
+    pytest.fail(message, pytrace=False)
+
+
+@dataclass(frozen=True)
+class ReleaseInputs:
+    """What the program passes to Helm for one release."""
+
+    chart: artifacts.ChartRef
+    name: str
+    namespace: str
+    values: dict[str, Any]
+
+
+@_memo
+def release_inputs(stack: str, release: str) -> ReleaseInputs:
+    """The inputs of the Helm release whose Pulumi resource name is ``release``, in ``stack``'s recording."""
+    resource = record(stack).one(HELM_RELEASE, release)
+    # mask: numbers come back from the RPC layer as doubles; a secret would show up as "[secret]" in the render.
+    inputs = mask(resource.inputs)
+    return ReleaseInputs(
+        chart=artifacts.ChartRef(
+            chart=inputs["chart"],
+            version=inputs["version"],
+            repository=inputs.get("repositoryOpts", {}).get("repo", ""),
+        ),
+        name=inputs["name"],
+        namespace=inputs["namespace"],
+        values=inputs.get("values", {}),
+    )
+
+
+def chart_archive(chart: Chart | artifacts.ChartRef) -> charts.ChartArchive:
+    """A pinned chart archive (``cfg.redis.chart``, ``cfg.zitadel.chart``), fetched or cached, loaded."""
+    ref = chart if isinstance(chart, artifacts.ChartRef) else artifacts.ChartRef.of(chart)
+    return charts.load(available(lambda: artifacts.chart_archive(ref)))
+
+
+@_memo
+def _render(stack: str, release: str) -> charts.Rendered:
+    inputs = release_inputs(stack, release)
+    return chart_archive(inputs.chart).render(inputs.values, name=inputs.name, namespace=inputs.namespace)
+
+
+def rendered(stack: str, release: str) -> list[dict[str, Any]]:
+    """Every manifest the real chart renders for ``release`` in ``stack`` (hooks included; CRDs not).
+
+    A fresh copy on each call: a test may change what it gets without touching the next test's render.
+    """
+    return copy.deepcopy(_render(stack, release).manifests)
+
+
+def find(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The one manifest of ``kind`` named ``name``."""
+    found = [m for m in manifests if m.get("kind") == kind and m.get("metadata", {}).get("name") == name]
+    if len(found) != 1:
+        present = sorted(f"{m.get('kind')}/{m.get('metadata', {}).get('name')}" for m in manifests)
+        raise LookupError(f"{len(found)} manifests {kind}/{name}; rendered: {present}")
+    return found[0]
+
+
+def pod_templates(manifests: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``("Kind/name", {metadata, spec})`` for every pod the manifests would run."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for manifest in manifests:
+        kind = manifest.get("kind", "")
+        label = f"{kind}/{manifest.get('metadata', {}).get('name', '')}"
+        if kind in _TEMPLATED_KINDS:
+            found.append((label, manifest["spec"]["template"]))
+        elif kind == "CronJob":
+            found.append((label, manifest["spec"]["jobTemplate"]["spec"]["template"]))
+        elif kind == "Pod":
+            found.append((label, {"metadata": manifest.get("metadata", {}), "spec": manifest["spec"]}))
+    return found
+
+
+def containers(pod_spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``("init:<name>", c)`` for each init container, then ``("<name>", c)`` for each container, in order."""
+    return [(f"init:{c['name']}", c) for c in pod_spec.get("initContainers") or []] + [
+        (c["name"], c) for c in pod_spec.get("containers") or []
+    ]
+
+
+@cache
+def zitadel_defaults(ref: str) -> dict[str, Any]:
+    """ZITADEL's ``cmd/defaults.yaml`` at ``ref`` (``artifacts.zitadel_defaults_ref(cfg.zitadel.image)``)."""
+    return dict(yaml.safe_load(available(lambda: artifacts.zitadel_defaults(ref)).read_text()))
