@@ -5,7 +5,7 @@ In one run, on one Sentinel group configured like prod, against the stand-in for
 (a) catch-up: the bridge reads a backlog from the stand-in (served from its own process) and writes it, through
     Sentinel, with the replica acknowledgement (``WAIT 1``) on: events/s;
 (b) the ceiling: the same entries, already built, as raw pipelined ``XADD`` (no read, no dedup, no ``WAIT``);
-(c) a naive bridge: the same pages, one ``XADD`` + one dedup ``SET`` + one cursor write per event, no pipeline;
+(c) a naive bridge: the same pages, one ``XADD`` + one dedup ``HSETNX`` + one cursor write per event, no pipeline;
 (d) freshness at a steady 200 events/s with the stack's poll interval and clock skew: p50/p99 of
     (stream entry time - event creation date).
 
@@ -34,7 +34,7 @@ from relay.events import entry_fields, parse_event, parse_timestamp
 from relay.metrics import Metrics
 from relay.settings import Settings
 from relay.source import EventApi
-from relay.store import connect, cursor_key, seen_key
+from relay.store import connect, cursor_key, seen_bucket, seen_key
 from stacks.config import StackConfig, duration_seconds
 from stacks.loader import load
 from stacks.mocked import PROJECT_DIR
@@ -149,7 +149,7 @@ def raw_xadd(run: Run, api: StandInEventApi, settings: Settings) -> float:
 
 
 def naive(run: Run, count: int) -> float:
-    """Read pages like the bridge; per event, three round trips: XADD, the dedup SET, the cursor."""
+    """Read pages like the bridge; per event, three round trips: XADD, the dedup HSETNX, the cursor."""
     api = StandInEventApi(token=run.token, instance_host=run.cfg.zitadel.external_domain, record_requests=False)
     for spec in specs(count):
         api.push(spec)
@@ -167,8 +167,8 @@ def naive(run: Run, count: int) -> float:
             for raw in page:
                 event = parse_event(raw)
                 priority, fields = entry_fields(instance, event)
-                key = seen_key(f"{instance}:{event.aggregate_type}:{event.aggregate_id}:{event.sequence}")
-                if client.set(key, "1", nx=True, px=3_600_000):
+                key = seen_key(instance, seen_bucket(event.created_us))
+                if client.hsetnx(key, f"{event.aggregate_type}:{event.aggregate_id}:{event.sequence}", "1"):
                     client.xadd(settings.streams.of(priority), cast(Any, fields))
                 client.set(cursor_key(instance), event.created_us)
                 cursor = event.created_us

@@ -2,13 +2,17 @@
 
 A job of the stack's GitHub environment requests an OIDC token for ``vault.ci.audience``; the JWT auth backend at
 ``vault.ci.authPath`` trusts GitHub's issuer, and the stack's role admits the token only when its claims name the
-repository, the environment (and in prod the ref). The login gets ``vault.ci.tokenTtlSeconds`` and the deploy
-policy below: what Pulumi's Vault provider needs for exactly this stack's objects, nothing of another stack's.
+repository (name and numeric IDs), the environment and the ref. The login gets ``vault.ci.tokenTtlSeconds`` and the
+deploy policy below: what Pulumi's Vault provider needs for exactly this stack's objects, nothing of another stack's.
 
 The deploy policy cannot grant more than the stack declares: each Kubernetes role it may write may carry only its
 own policy and bind only its own service account (``allowed_parameters``), and the CI identity itself (this role,
 this policy, the JWT backend) is read-only to it. Changing those takes an operator's token (README, "Deploying for
 real": bootstrap).
+
+Previews get a role of their own (``vault.ci.preview``): another GitHub environment, and a policy that writes
+nothing and reads no secret's value. A pull request's preview runs a branch's code, which must never hold a token
+that can deploy.
 """
 
 from __future__ import annotations
@@ -86,8 +90,27 @@ def deploy_grants(cfg: StackConfig) -> list[Grant]:
     if v.ci.enabled:
         grants.append(Grant(f"sys/policies/acl/{n.ci_policy}", ("read",), "this policy: read-only to CI"))
         grants.append(Grant(f"auth/{n.ci_auth_path}/role/{n.ci_role}", ("read",), "this role: read-only to CI"))
+        if v.ci.preview is not None:
+            grants.append(Grant(f"sys/policies/acl/{n.ci_preview_policy}", ("read",), "the previews' policy: read"))
+            grants.append(
+                Grant(f"auth/{n.ci_auth_path}/role/{n.ci_preview_role}", ("read",), "the previews' role: read")
+            )
         if v.ci.manage_backend:
             grants.append(Grant(f"auth/{n.ci_auth_path}/config", ("read",), "the JWT backend: read-only to CI"))
+    return grants
+
+
+def preview_grants(cfg: StackConfig) -> list[Grant]:
+    """What ``pulumi preview`` asks of Vault, and nothing else: it writes nothing and reads no secret's value.
+
+    A preview without ``--refresh`` reads no resource back; the provider only makes its child token (which can hold
+    only this policy) and runs the program's invokes: the preflight's ``subkeys`` of an external DSN.
+    """
+    n = names.VaultNames.of(cfg)
+    grants = [Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login")]
+    if n.external_database is not None:
+        path = f"{n.kv_mount}/subkeys/{n.external_database[0]}"
+        grants.append(Grant(path, ("read",), "the preflight: the DSN's keys, never its value"))
     return grants
 
 
@@ -110,12 +133,39 @@ def deploy_policy(cfg: StackConfig) -> str:
     return render_policy(deploy_grants(cfg))
 
 
-def bound_claims(cfg: StackConfig) -> dict[str, str]:
-    """The claims a GitHub token must carry; a list is comma-separated, as the provider sends it."""
+def preview_policy(cfg: StackConfig) -> str:
+    return render_policy(preview_grants(cfg))
+
+
+def _repository_claims(cfg: StackConfig) -> dict[str, str]:
+    # The IDs as well as the name: a deleted or renamed repository's name can be registered again by anyone.
     ci = cfg.vault.ci
-    claims = {"repository": ci.repository, "environment": ci.environment}
+    return {
+        "repository": ci.repository,
+        "repository_id": ci.repository_id,
+        "repository_owner_id": ci.repository_owner_id,
+    }
+
+
+def bound_claims(cfg: StackConfig) -> dict[str, str]:
+    """The claims a deploy job's GitHub token must carry; a list is comma-separated, as the provider sends it."""
+    ci = cfg.vault.ci
+    claims = {**_repository_claims(cfg), "environment": ci.environment}
     if ci.refs:
         claims["ref"] = ",".join(ci.refs)
+    return claims
+
+
+def preview_bound_claims(cfg: StackConfig) -> dict[str, str]:
+    """The claims a preview job's token must carry: the repository, the previews' own environment, its events."""
+    preview = cfg.vault.ci.preview
+    if preview is None:
+        raise ValueError(f"stack {cfg.stack!r} declares no preview role")
+    claims = {**_repository_claims(cfg), "environment": preview.environment}
+    if preview.event_names:
+        claims["event_name"] = ",".join(preview.event_names)
+    if preview.refs:
+        claims["ref"] = ",".join(preview.refs)
     return claims
 
 
@@ -146,21 +196,42 @@ class CiAccess(pulumi.ComponentResource):
             )
             after.append(jwt)
         policy = vault.Policy(names.CI_VAULT_POLICY, name=n.ci_policy, policy=deploy_policy(cfg), opts=child)
-        self.role = vault.jwt.AuthBackendRole(
-            names.CI_VAULT_ROLE,
+        self.role = self._role(names.CI_VAULT_ROLE, cfg, n.ci_role, bound_claims(cfg), policy, after, child)
+        outputs = {"role": n.ci_role, "authPath": ci.auth_path}
+        if ci.preview is not None:
+            read_only = vault.Policy(
+                names.CI_PREVIEW_POLICY, name=n.ci_preview_policy, policy=preview_policy(cfg), opts=child
+            )
+            claims = preview_bound_claims(cfg)
+            self._role(names.CI_PREVIEW_ROLE, cfg, n.ci_preview_role, claims, read_only, after, child)
+            outputs["previewRole"] = n.ci_preview_role
+        self.register_outputs(outputs)
+
+    @staticmethod
+    def _role(
+        resource_name: str,
+        cfg: StackConfig,
+        role_name: str,
+        claims: dict[str, str],
+        policy: vault.Policy,
+        after: list[pulumi.Resource],
+        child: pulumi.ResourceOptions,
+    ) -> vault.jwt.AuthBackendRole:
+        ci = cfg.vault.ci
+        return vault.jwt.AuthBackendRole(
+            resource_name,
             backend=ci.auth_path,
-            role_name=n.ci_role,
+            role_name=role_name,
             role_type="jwt",
             # GitHub's sub: repo:<owner>/<name>:environment:<environment>, the entity alias of every run.
             user_claim="sub",
             bound_audiences=[ci.audience],
-            bound_claims=bound_claims(cfg),
+            bound_claims=claims,
             bound_claims_type="string",
             claim_mappings=CLAIM_MAPPINGS,
             token_policies=[policy.name],
-            # Short-lived and not renewable beyond it: the deploy's whole run, nothing after.
+            # Short-lived and not renewable beyond it: the job's whole run, nothing after.
             token_ttl=ci.token_ttl_seconds,
             token_max_ttl=ci.token_ttl_seconds,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=after)),
         )
-        self.register_outputs({"role": n.ci_role, "authPath": ci.auth_path})

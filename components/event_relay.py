@@ -51,7 +51,15 @@ _REDIS_PODS: Final = {
 
 
 def instance_name(cfg: StackConfig) -> str:
+    """The name in the cursor and dedup keys (prod must set it: a rule); changing it replays every event."""
     return cfg.events.source.instance or cfg.zitadel.external_domain
+
+
+def sentinel_endpoints(cfg: StackConfig) -> list[list[str | int]]:
+    """Every Sentinel of the Redis release as ``[host, port]`` (redis-py's Sentinel client), from the one list the
+    edge's ratelimit uses too."""
+    addresses = names.sentinel_addresses(cfg.kubernetes.cluster_domain, cfg.redis.nodes)
+    return [[host, int(port)] for host, port in (address.rsplit(":", 1) for address in addresses)]
 
 
 def relay_document(cfg: StackConfig) -> dict[str, Any]:
@@ -59,7 +67,6 @@ def relay_document(cfg: StackConfig) -> dict[str, Any]:
     e, domain = cfg.events, cfg.kubernetes.cluster_domain
     s, p = e.source, e.publishing
     zitadel_host = names.service_host(names.ZITADEL_SERVICE, cfg.zitadel.namespace, domain)
-    sentinels = names.service_host(names.REDIS_SERVICE, names.REDIS_NAMESPACE, domain)
     return {
         "instance": instance_name(cfg),
         "zitadel": {
@@ -68,7 +75,7 @@ def relay_document(cfg: StackConfig) -> dict[str, Any]:
             "tokenFile": f"{names.VAULT_SECRETS_DIR}/{names.RELAY_PAT_INJECT_NAME}",
         },
         "redis": {
-            "sentinels": [[sentinels, names.SENTINEL_PORT]],
+            "sentinels": sentinel_endpoints(cfg),
             "masterSet": names.SENTINEL_MASTER_SET,
             "db": e.db,
             "passwordFile": f"{names.VAULT_SECRETS_DIR}/{names.REDIS_INJECT_NAME}",
@@ -99,6 +106,8 @@ def relay_document(cfg: StackConfig) -> dict[str, Any]:
         },
         "lease": {"ttl": LEASE_TTL_S, "renewEvery": LEASE_RENEW_S},
         "metricsPort": names.RELAY_METRICS_PORT,
+        # In the pod: the kubelet's probes and Prometheus come from outside the pod.
+        "metricsHost": "0.0.0.0",
     }
 
 
@@ -123,12 +132,16 @@ def injected_files(cfg: StackConfig) -> list[InjectedFile]:
     ]
 
 
-def pod_annotations(cfg: StackConfig) -> dict[str, str]:
-    annotations = injector_annotations(
+def pod_annotations(cfg: StackConfig, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
+    """The injector's annotations, the config digest and the Redis password's KV version (never the value): a new
+    password rolls the bridges as it rolls Redis and ZITADEL, and the new pods' agents render the new file."""
+    annotations: dict[str, Any] = injector_annotations(
         role=names.VaultNames.of(cfg).relay_role, auth_path=cfg.vault.kubernetes_auth_path, files=injected_files(cfg)
     )
     # A new relay.json restarts the pods (a ConfigMap change alone would not).
     annotations["blinkchamber.io/relay-config-sha256"] = hashlib.sha256(relay_config_text(cfg).encode()).hexdigest()
+    if redis_password_version is not None:
+        annotations[names.REDIS_PASSWORD_VERSION_ANNOTATION] = redis_password_version
     return annotations
 
 
@@ -182,7 +195,7 @@ def network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
     ]
 
 
-def deployment_spec(cfg: StackConfig) -> dict[str, Any]:
+def deployment_spec(cfg: StackConfig, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
     r = cfg.events.relay
     probe = {"port": names.RELAY_METRICS_PORT}
     container = {
@@ -216,7 +229,7 @@ def deployment_spec(cfg: StackConfig) -> dict[str, Any]:
         "replicas": r.replicas,
         "selector": {"matchLabels": dict(LABELS)},
         "template": {
-            "metadata": {"labels": dict(LABELS), "annotations": pod_annotations(cfg)},
+            "metadata": {"labels": dict(LABELS), "annotations": pod_annotations(cfg, redis_password_version)},
             "spec": {
                 "serviceAccountName": names.RELAY_SERVICE_ACCOUNT,
                 # The Vault Agent Injector logs in with the pod's token.
@@ -360,7 +373,7 @@ class EventRelay(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             names.RELAY_NAME,
             metadata=meta(names.RELAY_NAME),
-            spec=cast(Any, deployment_spec(cfg)),
+            spec=cast(Any, deployment_spec(cfg, vault_access.redis_password_version)),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[

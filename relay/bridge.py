@@ -6,8 +6,8 @@ is visible: a page shorter than the limit completes the window. A full page cont
 creation date minus the 1 ms overlap; a full page that cannot move the cursor (more than a page of events inside
 that millisecond, e.g. a bulk write at one instant) is read again split by aggregate type (then by event type).
 
-Write: per event one script call (dedup key ``SET NX`` + ``XADD``), pipelined; the cursor after the page's entries;
-``WAIT 1`` before the bridge moves on. Anything that fails is read and written again, deduplicated.
+Write: per event one script call (dedup record ``HSETNX`` + ``XADD``), pipelined; ``WAIT 1``; only then the cursor.
+Anything that fails is read and written again, deduplicated.
 """
 
 from __future__ import annotations
@@ -27,11 +27,19 @@ from typing import Any, Final
 import redis
 
 from relay import logs
-from relay.events import Event, UnusableEventError, dead_letter_fields, dedup_id, entry_fields, parse_event
+from relay.events import (
+    Event,
+    UnusableEventError,
+    dead_letter_fields,
+    dedup_id,
+    entry_fields,
+    parse_event,
+    parse_timestamp,
+)
 from relay.metrics import Health, Metrics
 from relay.settings import Settings
 from relay.source import MAX_AGGREGATE_TYPES, MAX_EVENT_TYPES, ApiError, EventApi
-from relay.store import Item, NotAcknowledged, Store, pack_fields, seen_key
+from relay.store import SEEN_BUCKET_US, Item, NotAcknowledged, Store, pack_fields, seen_bucket
 
 log = logging.getLogger("relay.bridge")
 
@@ -82,7 +90,7 @@ class Bridge:
         self.store = Store(
             client,
             settings.instance,
-            dedup_ttl_ms=int(s.dedup_ttl * 1000),
+            dedup_keep_us=int(s.dedup_ttl * 1e6),
             max_stream_length=p.max_stream_length,
             batch_size=p.batch_size,
             require_replica_ack=p.require_replica_ack,
@@ -94,6 +102,7 @@ class Bridge:
         self._lease_renewed = 0.0
         self._last_look_back = time.monotonic()
         self._backoff = p.retry_backoff
+        self._pruned_at: int | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -217,18 +226,30 @@ class Bridge:
                 raw = ahead.result() if ahead else self.api.list_events(since_us=since, until_us=until, limit=limit)
                 ahead = None
                 parsed = self._parse(raw)
-                stamps = [e.created_us for e in parsed if isinstance(e, Event)]
+                stamps = _stamps(raw, parsed)
                 if len(raw) < limit:
                     # Complete up to ``until``; keep the overlap for the next poll.
                     nxt = max(since, until - OVERLAP_US)
                     self._add(total, self._write(raw, parsed, nxt if persist else None))
+                    if persist:
+                        self._prune_if_due(nxt)
                     return total
-                first, last = (stamps[0], stamps[-1]) if stamps else (since, since)
+                if not stamps:
+                    # A full page without one creation date: nothing tells where the page ends. Its events go to the
+                    # dead-letter stream (once: deduplicated), and the cursor stays; the loop backs off and alerts.
+                    self._add(total, self._write(raw, parsed, None))
+                    raise DenseWindowError(
+                        f"a full page of {len(raw)} events without a creation date after {since} µs: "
+                        "the cursor cannot move past them"
+                    )
+                first, last = stamps[0], stamps[-1]
                 if first != last and last - OVERLAP_US > since:
                     nxt = last - OVERLAP_US
                     ahead = self._reader.submit(self.api.list_events, since_us=nxt, until_us=until, limit=limit)
                     self._add(total, self._write(raw, parsed, nxt if persist else None))
                     since = nxt
+                    if persist:
+                        self._prune_if_due(since)
                     if self.stopping:
                         break  # the page in progress is written; SIGTERM ends the catch-up here
                     continue
@@ -243,6 +264,17 @@ class Bridge:
                 # The read shares the API connection: let it finish before anything else uses it.
                 wait([ahead])
         return total
+
+    def _prune_if_due(self, cursor: int) -> None:
+        """Once the cursor enters a new dedup bucket: delete the buckets ``dedupTtl`` behind it (they have no TTL, so
+        memory pressure never evicts them; this is what bounds them)."""
+        bucket = cursor // SEEN_BUCKET_US
+        if self._pruned_at == bucket:
+            return
+        deleted = self.store.prune_seen()
+        self._pruned_at = bucket
+        if deleted:
+            log.info("deleted old dedup buckets", extra=logs.fields(buckets=deleted))
 
     def _read_dense(self, since: int, until: int) -> list[Any]:
         """Every event of ``(since, until)``, read in slices that each fit a page: by aggregate types (10 per
@@ -317,7 +349,8 @@ class Bridge:
         for original, event in zip(raw, parsed, strict=True):
             if isinstance(event, UnusableEventError):
                 key, fields = dead_letter_fields(s.instance, original, event.reason, event.detail)
-                items.append(Item.of(seen_key(key), s.streams.dead_letter, fields))
+                bucket = seen_bucket(_raw_stamp(original))
+                items.append(Item.of(key, bucket, s.streams.dead_letter, fields))
                 labels.append((s.streams.dead_letter, event.reason))
                 continue
             priority, fields = entry_fields(s.instance, event)
@@ -326,10 +359,10 @@ class Bridge:
             if size > s.source.max_event_bytes:
                 detail = f"entry of {size} bytes > {s.source.max_event_bytes}"
                 _key, dl = dead_letter_fields(s.instance, original, "too_large", detail)
-                items.append(Item.of(seen_key(dedup_id(s.instance, event)), s.streams.dead_letter, dl))
+                items.append(Item.of(dedup_id(event), seen_bucket(event.created_us), s.streams.dead_letter, dl))
                 labels.append((s.streams.dead_letter, "too_large"))
                 continue
-            items.append(Item(seen_key(dedup_id(s.instance, event)), s.streams.of(priority), packed))
+            items.append(Item(dedup_id(event), seen_bucket(event.created_us), s.streams.of(priority), packed))
             labels.append((s.streams.of(priority), ""))
             newest = max(newest, event.created_us)
         result = self.store.write(items, cursor)
@@ -354,6 +387,25 @@ class Bridge:
                 extra=logs.fields(read=outcome.read, written=outcome.written, duplicates=outcome.duplicates),
             )
         return outcome
+
+
+def _raw_stamp(raw: Any) -> int | None:
+    """The creation date of an event the bridge could not use, if it has a readable one."""
+    text = raw.get("creationDate") if isinstance(raw, dict) else None
+    try:
+        return parse_timestamp(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _stamps(raw: Sequence[Any], parsed: Sequence[Event | UnusableEventError]) -> list[int]:
+    """The creation dates of a page, in order, of usable events and of unusable ones that still carry one."""
+    found = []
+    for original, event in zip(raw, parsed, strict=True):
+        stamp = event.created_us if isinstance(event, Event) else _raw_stamp(original)
+        if stamp is not None:
+            found.append(stamp)
+    return found
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:

@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     api = EventApi(z.url, z.instance_host, lambda: read_secret_file(z.token_file), z.timeout)
     metrics = Metrics()
     bridge = Bridge(settings, api=api, client=connect(settings.redis), metrics=metrics)
-    server = serve(metrics, bridge.health, settings.metrics_port)
+    server = serve(metrics, bridge.health, settings.metrics_port, settings.metrics_host)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: bridge.stop())
     try:

@@ -105,9 +105,10 @@ def parse_event(raw: Any) -> Event:
     )
 
 
-def dedup_id(instance: str, event: Event) -> str:
-    """ZITADEL's primary key of an event: (instance, aggregate type, aggregate ID, sequence)."""
-    return f"{instance}:{event.aggregate_type}:{event.aggregate_id}:{event.sequence}"
+def dedup_id(event: Event) -> str:
+    """ZITADEL's primary key of an event within its instance: (aggregate type, aggregate ID, sequence). The instance
+    is in the name of the dedup record's key."""
+    return f"{event.aggregate_type}:{event.aggregate_id}:{event.sequence}"
 
 
 def entry_fields(instance: str, event: Event) -> tuple[str, dict[str, str]]:
@@ -131,8 +132,7 @@ def entry_fields(instance: str, event: Event) -> tuple[str, dict[str, str]]:
 def dead_letter_fields(instance: str, raw: Any, reason: str, detail: str) -> tuple[str, dict[str, str]]:
     """A dead-letter entry for an unusable event: the reason and its raw identifiers, never its payload.
 
-    Returns the dedup id too (the event's own key when it has one, else a digest of the raw event), so a page read
-    twice dead-letters the event once.
+    Returns the dedup id too (a digest of the raw event), so a page read twice dead-letters the event once.
     """
     ids: dict[str, str] = {}
     if isinstance(raw, dict):
@@ -156,4 +156,4 @@ def dead_letter_fields(instance: str, raw: Any, reason: str, detail: str) -> tup
         "instance": instance,
         **ids,
     }
-    return f"{instance}:raw:{digest}", fields
+    return f"raw:{digest}", fields

@@ -63,7 +63,7 @@ class Health:
         return self.redis_ok_at is not None and time.monotonic() - self.redis_ok_at < self.stale_after
 
 
-def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+def serve(metrics: Metrics, health: Health, port: int, host: str) -> ThreadingHTTPServer:
     routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
         "/metrics": lambda: (200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST),
         "/healthz": lambda: (200, b"ok\n", "text/plain") if health.alive() else (503, b"stuck\n", "text/plain"),

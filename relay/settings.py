@@ -92,6 +92,9 @@ class Settings:
     publishing: PublishingSettings = field(default_factory=PublishingSettings)
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     metrics_port: int = 9090
+    #: The address the metrics and probes listen on: every interface in a pod (the kubelet and Prometheus reach
+    #: it there), loopback anywhere else.
+    metrics_host: str = "127.0.0.1"
 
     @staticmethod
     def from_document(doc: dict[str, Any]) -> Settings:
@@ -116,6 +119,7 @@ class Settings:
             publishing=PublishingSettings(**_snake(doc.get("publishing", {}))),
             lease=LeaseSettings(**_snake(doc.get("lease", {}))),
             metrics_port=int(doc.get("metricsPort", 9090)),
+            metrics_host=str(doc.get("metricsHost", "127.0.0.1")),
         )
 
     def with_overrides(self, **sections: Any) -> Settings:

@@ -4,8 +4,16 @@ Keys (all in the events DB, all named after the instance):
 
 - ``relay:{instance}:cursor`` — the ``since`` of the next read (microseconds since the epoch), never moved back;
 - ``relay:{instance}:lease`` — which bridge is active; it expires when its holder stops renewing it;
-- ``relay:seen:{instance}:{aggregateType}:{aggregateID}:{sequence}`` — one per event written, with a TTL longer
-  than the look-back, so a replay (a restart, a failover, the look-back) writes nothing twice.
+- ``relay:seen:{instance}:{bucket}`` — a hash of the events written whose creation date falls in one
+  ``SEEN_BUCKET_US`` bucket (field ``aggregateType:aggregateID:sequence``), so a replay (a restart, a failover,
+  the look-back, a second bridge) writes nothing twice. ``relay:seen:{instance}:undated`` holds the dead letters
+  of events without a usable creation date;
+- ``relay:{instance}:seen-horizon`` — the oldest bucket still kept: older buckets are deleted by the bridge.
+
+Eviction: Redis runs ``volatile-lru``, which only evicts keys with a TTL. The dedup hashes and the cursor have none,
+so memory pressure can never make the bridge write an event twice; the bridge itself deletes the buckets older than
+``dedupTtl`` behind the cursor (``prune_seen``). The lease needs an expiry (a dead holder must free it), so it can
+be evicted: two bridges may then run at once, which writes no duplicate because the dedup records survive.
 """
 
 from __future__ import annotations
@@ -17,22 +25,29 @@ from typing import Final
 
 import redis
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from relay.settings import RedisSettings, read_secret_file
 
-#: SET NX the dedup key and, only if it is new, XADD the entry: one atomic step per event, replicated as one.
-#: KEYS: dedup key, stream. ARGV: dedup TTL (ms), MAXLEN ~ of the stream, the entry's field/value pairs as one JSON
-#: array (one argument instead of twenty: packing arguments is most of the client's cost per event).
+#: Record the event in its bucket (HSETNX) and, only if it is new, XADD the entry: one atomic step per event,
+#: replicated as one. An event of a bucket already deleted (older than the horizon) was written long ago: a bridge
+#: that lags that far behind writes nothing. KEYS: bucket hash, stream, horizon. ARGV: dedup field, bucket number
+#: (-1: undated, never pruned), MAXLEN ~ of the stream, the entry's field/value pairs as one JSON array (one argument
+#: instead of twenty: packing arguments is most of the client's cost per event).
 WRITE_SCRIPT: Final = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(cjson.decode(ARGV[3])))
+local bucket = tonumber(ARGV[2])
+if bucket >= 0 and bucket < tonumber(redis.call('GET', KEYS[3]) or '-1') then
+  return 0
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(cjson.decode(ARGV[4])))
   return 1
 end
 return 0
 """
-#: Store the cursor only forward: a slower second bridge can never move it back.
+#: Store a position (the cursor, the dedup horizon) only forward: a slower second bridge can never move it back.
 CURSOR_SCRIPT: Final = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if tonumber(ARGV[1]) > current then
@@ -66,8 +81,22 @@ def lease_key(instance: str) -> str:
     return f"relay:{instance}:lease"
 
 
-def seen_key(dedup_id: str) -> str:
-    return f"relay:seen:{dedup_id}"
+#: The creation-date span of one dedup bucket (10 min): the bridge deletes whole buckets.
+SEEN_BUCKET_US: Final = 600_000_000
+#: The bucket number of events without a usable creation date (their dead letters).
+UNDATED: Final = -1
+
+
+def seen_bucket(created_us: int | None) -> int:
+    return UNDATED if created_us is None else created_us // SEEN_BUCKET_US
+
+
+def seen_key(instance: str, bucket: int) -> str:
+    return f"relay:seen:{instance}:{'undated' if bucket == UNDATED else bucket}"
+
+
+def seen_horizon_key(instance: str) -> str:
+    return f"relay:{instance}:seen-horizon"
 
 
 class NotAcknowledged(redis.RedisError):
@@ -76,15 +105,17 @@ class NotAcknowledged(redis.RedisError):
 
 @dataclass(frozen=True)
 class Item:
-    """One entry to write: its dedup key, its stream and its fields (packed once: ``pack_fields``)."""
+    """One entry to write: its dedup field and bucket (``seen_bucket``), its stream and its fields (packed once:
+    ``pack_fields``)."""
 
-    key: str
+    dedup: str
+    bucket: int
     stream: str
     packed: str
 
     @staticmethod
-    def of(key: str, stream: str, fields: dict[str, str]) -> Item:
-        return Item(key, stream, pack_fields(fields))
+    def of(dedup: str, bucket: int, stream: str, fields: dict[str, str]) -> Item:
+        return Item(dedup, bucket, stream, pack_fields(fields))
 
 
 def pack_fields(fields: dict[str, str]) -> str:
@@ -98,6 +129,10 @@ class WriteResult:
     written: list[bool] = field(default_factory=list)
 
 
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def _resp(*args: str) -> bytes:
     """One command in Redis's protocol (RESP), encoded once: cheaper than the client's general encoder."""
     parts = [b"*%d\r\n" % len(args)]
@@ -107,18 +142,29 @@ def _resp(*args: str) -> bytes:
     return b"".join(parts)
 
 
+class PasswordFile(CredentialProvider):
+    """The password of Redis and the sentinels, read from the file the Vault agent renders on every (re)connect:
+    a rotated password reaches the bridge with its next connection, without a restart."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def get_credentials(self) -> tuple[str]:
+        return (read_secret_file(self.path),)
+
+
 def connect(settings: RedisSettings) -> redis.Redis:
     """The master of the Sentinel set, in the events DB; redis-py asks the sentinels again after a failover."""
-    password = read_secret_file(settings.password_file)
+    credentials = PasswordFile(settings.password_file)
     sentinel = Sentinel(
         list(settings.sentinels),
         socket_timeout=settings.socket_timeout,
-        sentinel_kwargs={"password": password, "socket_timeout": settings.socket_timeout},
+        sentinel_kwargs={"credential_provider": credentials, "socket_timeout": settings.socket_timeout},
     )
     client: redis.Redis = sentinel.master_for(
         settings.master_set,
         db=settings.db,
-        password=password,
+        credential_provider=credentials,
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.socket_timeout,
         decode_responses=True,
@@ -134,7 +180,7 @@ class Store:
         client: redis.Redis,
         instance: str,
         *,
-        dedup_ttl_ms: int,
+        dedup_keep_us: int,
         max_stream_length: int,
         batch_size: int,
         require_replica_ack: bool,
@@ -142,7 +188,8 @@ class Store:
     ) -> None:
         self.client = client
         self.instance = instance
-        self.dedup_ttl_ms = dedup_ttl_ms
+        #: How far behind the cursor (in creation date) the dedup records are kept.
+        self.dedup_keep_us = dedup_keep_us
         self.max_stream_length = max_stream_length
         self.batch_size = batch_size
         self.require_replica_ack = require_replica_ack
@@ -160,10 +207,10 @@ class Store:
     # --- the write path ---------------------------------------------------------------------------------------------
 
     def write(self, items: Sequence[Item], cursor: int | None = None) -> WriteResult:
-        """Write ``items`` (pipelined, ``batch_size`` per round trip), then the cursor, then wait for a replica.
+        """Write ``items`` (pipelined, ``batch_size`` per round trip), wait for a replica, then store the cursor.
 
         Safe to repeat after any failure: every item is deduplicated. Raises ``NotAcknowledged`` when
-        ``require_replica_ack`` and no replica confirmed in time; the caller must not advance past this page.
+        ``require_replica_ack`` and no replica confirmed in time; the cursor then stays where it was.
         """
         try:
             return self._write(items, cursor)
@@ -177,10 +224,14 @@ class Store:
         only after the next one is sent: Redis runs one batch while the next is encoded (a redis-py pipeline waits
         for every reply before it sends more)."""
         sha = self._sha(WRITE_SCRIPT)
-        ttl, maxlen = str(self.dedup_ttl_ms), str(self.max_stream_length)
-        commands = [_resp("EVALSHA", sha, "2", item.key, item.stream, ttl, maxlen, item.packed) for item in items]
-        if cursor is not None:
-            commands.append(_resp("EVALSHA", self._sha(CURSOR_SCRIPT), "1", cursor_key(self.instance), str(cursor)))
+        horizon, maxlen = seen_horizon_key(self.instance), str(self.max_stream_length)
+        commands = [
+            _resp(
+                "EVALSHA", sha, "3", seen_key(self.instance, item.bucket), item.stream, horizon,
+                item.dedup, str(item.bucket), maxlen, item.packed,
+            )
+            for item in items
+        ]
         wait = self.require_replica_ack and bool(items)
         if wait:
             commands.append(_resp("WAIT", "1", str(self.replica_ack_timeout_ms)))
@@ -193,7 +244,7 @@ class Store:
                 batch = commands[start : start + self.batch_size]
                 conn.send_packed_command(batch, check_health=False)
                 for _ in range(unread):
-                    replies.append(conn.read_response())
+                    replies.append(conn.read_response())  # an error reply raises here
                 unread = len(batch)
             for _ in range(unread):
                 replies.append(conn.read_response())
@@ -203,14 +254,38 @@ class Store:
             raise
         finally:
             pool.release(conn)
-        errors = [r for r in replies if isinstance(r, redis.ResponseError)]
-        if errors:
-            raise errors[0]
         result = WriteResult(written=[bool(r) for r in replies[: len(items)]])
         if wait and int(str(replies[-1])) < 1:
             timeout = self.replica_ack_timeout_ms
             raise NotAcknowledged(f"no replica acknowledged {len(items)} entries within {timeout} ms")
+        if cursor is not None:
+            # Only now, with the page on a replica: a cursor sent with the page would sit on the master even when no
+            # replica took the page, and a failover to that replica would lose the page behind the cursor. No second
+            # WAIT: a cursor lost in a failover only makes the next bridge read the acknowledged page again, and the
+            # page's dedup records (acknowledged with it) turn that read into duplicates skipped.
+            self.client.evalsha(self._sha(CURSOR_SCRIPT), 1, cursor_key(self.instance), str(cursor))
         return result
+
+    def prune_seen(self) -> int:
+        """Delete the dedup buckets older than ``dedup_keep_us`` behind the stored cursor; the number deleted.
+
+        The horizon moves first, so a lagging bridge that meets an event of a deleted bucket skips it instead of
+        writing it again (such an event lies far behind the cursor: it was written and acknowledged long ago).
+        """
+        stored = self.cursor()
+        if stored is None:
+            return 0
+        horizon = seen_bucket(max(0, stored - self.dedup_keep_us))
+        self.client.eval(CURSOR_SCRIPT, 1, seen_horizon_key(self.instance), str(horizon))
+        prefix = seen_key(self.instance, 0)[:-1]
+        stale = []
+        for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+            bucket = str(key)[len(prefix) :]
+            if bucket.isdigit() and int(bucket) < horizon:
+                stale.append(key)
+        if stale:
+            self.client.unlink(*stale)
+        return len(stale)
 
     # --- cursor and lease -------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ python -m stacks.ci report STACK --base REV --out FILE     plan diff of STACK ag
 python -m stacks.ci comment --repo OWNER/NAME --pr N FILE… post the reports as one sticky PR comment
 python -m stacks.ci promote SOURCE TARGET --body-out FILE  run the promotion, write the PR body
 python -m stacks.ci open-promotion --repo OWNER/NAME ...   push the promoted stack file, open or update its PR
-python -m stacks.ci vault-login STACK                      GitHub OIDC → the stack's Vault CI role ($GITHUB_ENV)
+python -m stacks.ci vault-login STACK [--preview]          GitHub OIDC → the stack's Vault CI role ($GITHUB_ENV)
 python -m stacks.ci kubeconfig STACK --out FILE            the in-cluster runner's kubeconfig ($GITHUB_ENV)
 """
 
@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     login = commands.add_parser("vault-login", help="needs id-token: write and GITHUB_ENV")
     login.add_argument("stack")
     login.add_argument("--address", help="Vault address (default: the stack's vault.address)")
+    login.add_argument("--preview", action="store_true", help="the stack's read-only preview role (vault.ci.preview)")
+    login.add_argument(
+        "--allow-insecure", action="store_true", help="send the OIDC token to a plain-http Vault that is not loopback"
+    )
     kubeconfig = commands.add_parser("kubeconfig", help="on a self-hosted runner in the stack's cluster")
     kubeconfig.add_argument("stack")
     kubeconfig.add_argument("--out", required=True)
@@ -187,8 +191,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "vault-login":
         cfg = stack_config(args.stack, project_dir)
         github_env = _github_env()
+        address = args.address or cfg.vault.address
+        # Checked before the runner is asked for a token: nothing to leak.
+        ci_login.require_https(address, allow_insecure=args.allow_insecure)
         jwt = ci_login.github_oidc_token(cfg.vault.ci.audience, os.environ)
-        done = ci_login.vault_login(cfg, jwt, address=args.address, cafile=os.environ.get("VAULT_CACERT"))
+        done = ci_login.vault_login(
+            cfg,
+            jwt,
+            address=address,
+            cafile=os.environ.get("VAULT_CACERT"),
+            preview=args.preview,
+            allow_insecure=args.allow_insecure,
+        )
         # The mask first: from here on the runner hides the token wherever a later step would print it.
         print(ci_login.export_login(done, github_env))
         print(f"Logged in to {done.address}: policies {', '.join(done.policies)}, valid {done.ttl_seconds}s")

@@ -3,7 +3,9 @@
 ``vault_login``: the job asks the runner for a GitHub OIDC token for the stack's ``vault.ci.audience``
 (``ACTIONS_ID_TOKEN_REQUEST_URL``/``_TOKEN``, present when the job has ``id-token: write``) and exchanges it at the
 stack's JWT auth backend for a token of the stack's CI role. The role admits only the stack's repository and
-GitHub environment (and in prod its refs); the token lives ``vault.ci.tokenTtlSeconds``.
+GitHub environment and refs; the token lives ``vault.ci.tokenTtlSeconds``. ``preview=True`` logs in as the
+stack's read-only preview role instead. The OIDC token is a bearer credential: it goes to Vault over https only
+(or loopback, or with an explicit ``allow_insecure``).
 
 ``in_cluster_kubeconfig``: the deploy jobs run on self-hosted runners inside the target cluster (one runner set per
 environment, each with its own ServiceAccount). The kubeconfig names the stack's ``kubernetes.context`` and reads
@@ -12,6 +14,7 @@ the pod's projected service-account token from its file, which the kubelet keeps
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import urllib.error
@@ -73,16 +76,57 @@ def github_oidc_token(audience: str, env: Mapping[str, str]) -> str:
     return str(token)
 
 
-def vault_login(cfg: StackConfig, jwt: str, *, address: str | None = None, cafile: str | None = None) -> VaultLogin:
-    """Exchange the OIDC token for a Vault token of the stack's CI role."""
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_https(address: str, *, allow_insecure: bool = False) -> None:
+    """Refuse to send a GitHub token to Vault in clear text: a replayable credential for the token's whole life.
+
+    Loopback never leaves the machine; anything else takes https, or the explicit ``allow_insecure``."""
+    parts = urllib.parse.urlsplit(address)
+    if parts.scheme == "https" or allow_insecure or is_loopback(parts.hostname or ""):
+        return
+    raise LoginError(
+        f"refusing to send the job's OIDC token to {address} over {parts.scheme or 'an unknown scheme'}: give Vault "
+        "an https address (--address), or pass --allow-insecure to accept that anyone on the path can replay it"
+    )
+
+
+def role_name(cfg: StackConfig, *, preview: bool = False) -> str:
+    """The stack's deploy role, or its read-only preview role."""
+    vault_names = names.VaultNames.of(cfg)
+    if not preview:
+        return vault_names.ci_role
+    if cfg.vault.ci.preview is None:
+        raise LoginError(f"stack {cfg.stack!r} declares no preview role (vault.ci.preview)")
+    return vault_names.ci_preview_role
+
+
+def vault_login(
+    cfg: StackConfig,
+    jwt: str,
+    *,
+    address: str | None = None,
+    cafile: str | None = None,
+    preview: bool = False,
+    allow_insecure: bool = False,
+) -> VaultLogin:
+    """Exchange the OIDC token for a Vault token of the stack's CI role (or its preview role)."""
     ci = cfg.vault.ci
     if not ci.enabled:
         raise LoginError(f"stack {cfg.stack!r} declares no CI login (vault.ci.enabled is false)")
-    vault_names = names.VaultNames.of(cfg)
+    role = role_name(cfg, preview=preview)
     address = (address or cfg.vault.address).rstrip("/")
+    require_https(address, allow_insecure=allow_insecure)
     request = urllib.request.Request(
         f"{address}/v1/auth/{ci.auth_path}/login",
-        data=json.dumps({"role": vault_names.ci_role, "jwt": jwt}).encode(),
+        data=json.dumps({"role": role, "jwt": jwt}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
@@ -94,7 +138,7 @@ def vault_login(cfg: StackConfig, jwt: str, *, address: str | None = None, cafil
         except json.JSONDecodeError:
             errors = []
         raise LoginError(
-            f"Vault at {address} refused the login as {vault_names.ci_role} ({error.code}): {'; '.join(errors)}"
+            f"Vault at {address} refused the login as {role} ({error.code}): {'; '.join(errors)}"
         ) from None
     auth = answer["auth"]
     return VaultLogin(address, str(auth["client_token"]), list(auth["policies"]), int(auth["lease_duration"]))

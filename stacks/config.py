@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from stacks import dblayout
@@ -148,6 +148,26 @@ class KubernetesConfig(Model):
     cluster_identifier: str | None = None
 
 
+def _numeric_id(value: object) -> object:
+    # YAML reads an unquoted ID as a number; GitHub's claims carry it as a string.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+#: A GitHub numeric ID, as its OIDC claims carry it (a string of digits).
+GitHubId = Annotated[str, BeforeValidator(_numeric_id), Field(pattern=r"^[1-9][0-9]*$")]
+
+
+class VaultCiPreview(Model):
+    """A read-only login for ``pulumi preview`` (``vault-login --preview``): its own role, which can write nothing."""
+
+    #: The GitHub environment of the preview jobs (one with no reviewers): the token's ``environment`` claim.
+    environment: Annotated[str, Field(min_length=1)]
+    #: The events whose jobs may log in (the ``event_name`` claim); empty: any.
+    event_names: tuple[str, ...] = ()
+    #: Git refs whose jobs may log in (the ``ref`` claim); empty: any ref, as a pull request's.
+    refs: tuple[str, ...] = ()
+
+
 class VaultCi(Model):
     """The workflows' login to this stack's Vault: GitHub's OIDC token exchanged for a short-lived Vault token."""
 
@@ -155,6 +175,10 @@ class VaultCi(Model):
     enabled: bool = True
     #: The GitHub repository (``owner/name``) whose workflows may log in: the token's ``repository`` claim.
     repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")]
+    #: GitHub's numeric IDs of that repository and of its owner (``repository_id``, ``repository_owner_id``): a
+    #: name can be taken again after a rename or a deletion, an ID never.
+    repository_id: GitHubId
+    repository_owner_id: GitHubId
     #: The GitHub environment whose jobs may log in: the token's ``environment`` claim.
     environment: Annotated[str, Field(min_length=1)]
     #: Git refs whose jobs may log in (the ``ref`` claim, e.g. ``refs/heads/main``); empty: any ref of the repository.
@@ -167,6 +191,8 @@ class VaultCi(Model):
     audience: Annotated[str, Field(min_length=1)] = "blinkchamber-identity-vault"
     #: Lifetime of the Vault token a login gets (no renewal beyond it): at least the provider's token TTL.
     token_ttl_seconds: PositiveInt = 3600
+    #: The read-only role of the previews; unset: none.
+    preview: VaultCiPreview | None = None
 
 
 class VaultConfig(Model):
@@ -297,18 +323,18 @@ BREAKER_SLACK_SECONDS: Final = 2.0
 class ZitadelCircuitBreaker(Model):
     """ZITADEL's circuit breaker around every Redis call (``Caches.Connectors.Redis.CircuitBreaker``, sony/gobreaker).
 
-    It trips after more than ``maxConsecutiveFailures`` failed calls in a row, or when failures / calls in the
-    current window exceed ``maxFailureRatio``; open, it fails every call at once for ``timeout``, then lets
-    ``maxRetryRequests`` calls probe Redis. ZITADEL's own defaults keep it open 60 s and count since the pod started.
+    It trips after more than ``maxConsecutiveFailures`` failed calls in a row (``maxFailureRatio``, ZITADEL's other
+    trigger, stays off); open, it fails every call at once for ``timeout``, then lets ``maxRetryRequests`` calls
+    probe Redis. ZITADEL's own defaults keep it open 60 s and count since the pod started.
     """
 
     #: The closed-state window after which the counts reset. 0 counts from the start of the pod (or the last close).
     interval: GoDuration = "60s"
     #: Trip after more than this many failures in a row (0 turns the check off).
     max_consecutive_failures: Annotated[int, Field(ge=0)] = 5
-    #: Trip when failures / calls in the window exceed this (0 turns the check off). No minimum call count: one
-    #: failure among a window's first calls already trips it.
-    max_failure_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    #: Trip when failures / calls in the window exceed this. 0 turns the check off, and the rules require it: the
+    #: ratio has no minimum call count, so the first failed attempt of a window would trip it (1 of 1).
+    max_failure_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
     #: How long it stays open. Unset: derived from the Sentinel timings (``StackConfig.breaker_timeout``).
     timeout: GoDuration | None = None
     #: Calls let through half-open; that many successes close it, one failure opens it again.
@@ -458,7 +484,7 @@ class EventSource(Model):
     """How the bridge reads ZITADEL's Event API (``POST /admin/v1/events/_search``, ascending, by creation date)."""
 
     #: The instance the events belong to, in the dedup key (the Event API's events carry no instance ID); unset
-    #: uses ``zitadel.externalDomain``. Never change it on a running pipeline: every event would be new again.
+    #: uses ``zitadel.externalDomain`` (prod must set it). Changing it replays every event: new cursor, new dedup.
     instance: str | None = None
     #: Pause between polls once the bridge has caught up.
     poll_interval: GoDuration = "1s"
@@ -469,7 +495,8 @@ class EventSource(Model):
     #: The periodic re-scan of the last ``lookBackWindow``, every ``lookBackPeriod``.
     look_back_window: GoDuration = "30m"
     look_back_period: GoDuration = "10m"
-    #: Lifetime of a dedup key; longer than the look-back window plus its period.
+    #: How far behind the cursor (by creation date) dedup records are kept; longer than the look-back window plus
+    #: its period.
     dedup_ttl: GoDuration = "1h"
     #: An event whose JSON is larger goes to the dead-letter stream.
     max_event_bytes: Annotated[int, Field(ge=1024)] = 65536

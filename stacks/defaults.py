@@ -69,7 +69,16 @@ _RATE_LIMIT_RULES: Final = [
 _COMMON: Final[dict[str, Any]] = {
     "kubernetes": {"clusterDomain": "cluster.local"},
     # The repository whose workflows deploy (GitHub's OIDC "repository" claim); the stack's Vault trusts only it.
-    "vault": {"ci": {"repository": "blinkchamber/blinkchamber-identity"}},
+    # Its numeric IDs and its owner's: the role requires them too, since a name can be taken again after a rename or
+    # a deletion. Set them to the repository's own before the first deploy (`gh api repos/OWNER/NAME --jq '.id,
+    # .owner.id'`); a wrong ID refuses every login, it admits nobody else.
+    "vault": {
+        "ci": {
+            "repository": "blinkchamber/blinkchamber-identity",
+            "repositoryId": "2000002",
+            "repositoryOwnerId": "1000001",
+        }
+    },
     "redis": {
         "chart": {"chart": "oci://registry-1.docker.io/bitnamicharts/redis", "repository": "", "version": "23.1.1"},
         "images": _REDIS_IMAGES,
@@ -102,8 +111,14 @@ _DEV: Final[dict[str, Any]] = {
     "vault": {
         "address": "http://vault.vault.svc.cluster.local:8200",
         "manageBackends": True,
-        # Pull-request previews run in the "dev" environment too: any ref of the repository.
-        "ci": {"environment": "dev", "manageBackend": True},
+        # Deploys from main only; pull-request previews (any branch's code) get the read-only role, from an
+        # environment of their own.
+        "ci": {
+            "environment": "dev",
+            "refs": ["refs/heads/main"],
+            "manageBackend": True,
+            "preview": {"environment": "dev-preview", "eventNames": ["pull_request"]},
+        },
     },
     "redis": {
         # Fast failover for a dev cluster; still well above a GC pause.
@@ -157,7 +172,15 @@ _DEV: Final[dict[str, Any]] = {
 
 _PROD: Final[dict[str, Any]] = {
     # No address here: a prod stack names its Vault (and its kubeconfig context) explicitly.
-    "vault": {"manageBackends": False, "ci": {"environment": "production", "refs": ["refs/heads/main"]}},
+    "vault": {
+        "manageBackends": False,
+        "ci": {
+            "environment": "production",
+            "refs": ["refs/heads/main"],
+            # The plan the reviewers approve: main's code, before the "production" job, with the read-only role.
+            "preview": {"environment": "production-preview", "eventNames": ["push"], "refs": ["refs/heads/main"]},
+        },
+    },
     "kubernetes": {"protectNamespaces": True},
     "redis": {
         # The release and its volumes hold the event streams: nothing deletes them without unprotecting first.

@@ -152,6 +152,8 @@ def run_program(
     if vault_subkeys is None:
         vault_subkeys = _prerequisite_subkeys(stack, config, secret_keys)
     mocks = _Mocks(recording, vault_subkeys)
+    # A fresh root stack resource: set_mocks keeps the previous run's, and with it that run's exported outputs.
+    pulumi.runtime.reset_options(project=names.PROJECT, stack=stack)
     pulumi.runtime.set_mocks(mocks, project=names.PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(mocks))
     pulumi.runtime.set_all_config(
         pulumi_config_values(config), secret_keys=[f"{names.PROJECT}:{key}" for key in secret_keys]

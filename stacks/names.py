@@ -145,6 +145,9 @@ GITHUB_OIDC_ISSUER: Final = "https://token.actions.githubusercontent.com"
 #: The workflows' identity in a stack's Vault: a JWT role and the policy it grants (``python -m stacks.ci``).
 CI_VAULT_ROLE: Final = "ci-deploy"
 CI_VAULT_POLICY: Final = "ci-deploy"
+#: The previews' read-only identity: a JWT role and its policy.
+CI_PREVIEW_ROLE: Final = "ci-preview"
+CI_PREVIEW_POLICY: Final = "ci-preview"
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,10 @@ class VaultNames:
         return self.scoped(CI_VAULT_ROLE)
 
     @property
+    def ci_preview_role(self) -> str:
+        return self.scoped(CI_PREVIEW_ROLE)
+
+    @property
     def redis_policy(self) -> str:
         return self.scoped(REDIS_VAULT_POLICY)
 
@@ -215,6 +222,10 @@ class VaultNames:
     @property
     def ci_policy(self) -> str:
         return self.scoped(CI_VAULT_POLICY)
+
+    @property
+    def ci_preview_policy(self) -> str:
+        return self.scoped(CI_PREVIEW_POLICY)
 
     @property
     def redis_secret(self) -> str:
@@ -240,11 +251,11 @@ class VaultNames:
     def owned(self) -> frozenset[str]:
         """The API path of every object this stack may write and delete: what no other stack on its Vault may use."""
         roles = (self.redis_role, self.zitadel_role, self.relay_role)
-        policies = (self.redis_policy, self.zitadel_policy, self.relay_policy, self.ci_policy)
+        policies = (self.redis_policy, self.zitadel_policy, self.relay_policy, self.ci_policy, self.ci_preview_policy)
         secrets = (self.redis_secret, self.masterkey_secret, self.relay_secret, self.secret(DATABASE_SECRET_NAME))
         return frozenset(
             [f"auth/{self.kubernetes_auth_path}/role/{role}" for role in roles]
-            + [f"auth/{self.ci_auth_path}/role/{self.ci_role}"]
+            + [f"auth/{self.ci_auth_path}/role/{role}" for role in (self.ci_role, self.ci_preview_role)]
             + [f"sys/policies/acl/{policy}" for policy in policies]
             + [self.kv_path(secret) for secret in secrets]
         )

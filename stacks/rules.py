@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 
 from stacks.config import SENTINEL_ELECTION_SECONDS, Resources, StackConfig, duration_seconds
@@ -96,7 +98,17 @@ def _event_relay(cfg: StackConfig) -> Iterator[Violation]:
         )
     if relay.replicas < 2:
         yield "events.relay.replicas", f"prod requires a standby bridge: at least 2 replicas (has {relay.replicas})"
-    res = relay.resources
+    if not cfg.events.source.instance:
+        yield (
+            "events.source.instance",
+            "prod requires an explicit instance name: derived from zitadel.externalDomain, a new domain would name "
+            "new cursor and dedup keys and replay every event",
+        )
+    yield from _explicit_resources("events.relay.resources", relay.resources)
+
+
+def _explicit_resources(key: str, res: Resources) -> Iterator[Violation]:
+    """Prod sizes every container: a scheduler without requests overcommits, a container without a limit OOMs nodes."""
     missing = [
         path
         for path, value in (
@@ -107,7 +119,7 @@ def _event_relay(cfg: StackConfig) -> Iterator[Violation]:
         if value is None
     ]
     if missing:
-        yield "events.relay.resources", f"prod requires explicit resources: {', '.join(missing)} not set"
+        yield key, f"prod requires explicit resources: {', '.join(missing)} not set"
 
 
 def _prod_sizing(cfg: StackConfig) -> Iterator[Violation]:
@@ -141,19 +153,8 @@ def _prod_resources(cfg: StackConfig) -> Iterator[Violation]:
     }
     for prefix, containers in groups.items():
         for name, res in containers.items():
-            if res is None:  # an optional container that this stack does not run (checked by its own rule)
-                continue
-            missing = [
-                path
-                for path, value in (
-                    ("requests.cpu", res.requests.cpu),
-                    ("requests.memory", res.requests.memory),
-                    ("limits.memory", res.limits.memory),
-                )
-                if value is None
-            ]
-            if missing:
-                yield f"{prefix}.{_camel(name)}", f"prod requires explicit resources: {', '.join(missing)} not set"
+            if res is not None:  # None: an optional container this stack does not run (checked by its own rule)
+                yield from _explicit_resources(f"{prefix}.{_camel(name)}", res)
 
 
 def _database(cfg: StackConfig) -> Iterator[Violation]:
@@ -251,17 +252,7 @@ def _edge_prod(cfg: StackConfig) -> Iterator[Violation]:
     if not is_exact_version(edge.chart.version):
         yield "edge.chart.version", f"prod requires an exact chart version, not {edge.chart.version!r}"
     for name, res in edge.resources:
-        missing = [
-            path
-            for path, value in (
-                ("requests.cpu", res.requests.cpu),
-                ("requests.memory", res.requests.memory),
-                ("limits.memory", res.limits.memory),
-            )
-            if value is None
-        ]
-        if missing:
-            yield f"edge.resources.{_camel(name)}", f"prod requires explicit resources: {', '.join(missing)} not set"
+        yield from _explicit_resources(f"edge.resources.{_camel(name)}", res)
 
 
 def _redis_memory(cfg: StackConfig) -> Iterator[Violation]:
@@ -317,14 +308,20 @@ def _circuit_breaker(cfg: StackConfig) -> Iterator[Violation]:
             f"{cfg.breaker_timeout} keeps ZITADEL off Redis long after the failover (about {cfg.failover_seconds:g} s "
             f"to the new master through its Service): at most {longest:g} s",
         )
-    if breaker.max_failure_ratio > 0 and duration_seconds(breaker.interval) <= 0:
+    if 0 < breaker.max_failure_ratio < 1:
+        # gobreaker counts the ratio from each window's first call (interval 0: the pod's) with no minimum of calls.
+        early = math.ceil(1 / breaker.max_failure_ratio) - 1
         yield (
-            f"{key}.interval",
-            f"{breaker.interval} counts failures since the pod started: one failure among its first calls trips the "
-            "breaker, and later the ratio hardly moves; set a window such as 60s",
+            f"{key}.maxFailureRatio",
+            f"{breaker.max_failure_ratio:g} opens the breaker for {cfg.breaker_timeout} when one of the first "
+            f"{max(early, 1)} calls of a window (interval {breaker.interval}) fails: set 0 and let "
+            "maxConsecutiveFailures trip it",
         )
-    if breaker.max_consecutive_failures == 0 and breaker.max_failure_ratio == 0:
-        yield key, "maxConsecutiveFailures and maxFailureRatio are both 0: the breaker never opens"
+    if breaker.max_consecutive_failures == 0:
+        yield (
+            f"{key}.maxConsecutiveFailures",
+            "0 turns off the one trip left with maxFailureRatio 0: the breaker never opens",
+        )
 
 
 def _postgres_image(cfg: StackConfig) -> Iterator[Violation]:
@@ -395,6 +392,12 @@ def _deploy_tokens(cfg: StackConfig) -> Iterator[Violation]:
         )
     if cfg.is_prod and v.ci.enabled and not v.ci.refs:
         yield "vault.ci.refs", "prod requires the refs whose workflows may deploy it (e.g. refs/heads/main)"
+    if v.ci.enabled and v.ci.preview is not None and v.ci.preview.environment == v.ci.environment:
+        yield (
+            "vault.ci.preview.environment",
+            f"{v.ci.preview.environment!r} is also the deploy role's environment: a preview job (a branch's code) "
+            "would be admitted by the deploy role too",
+        )
 
 
 def shared_vault_names(cfg: StackConfig, others: Mapping[str, StackConfig]) -> Iterator[Violation]:
@@ -402,7 +405,7 @@ def shared_vault_names(cfg: StackConfig, others: Mapping[str, StackConfig]) -> I
     other's objects without a word, and delete them on destroy."""
     mine = VaultNames.of(cfg).owned()
     for stack, other in sorted(others.items()):
-        if other.stack == cfg.stack or _vault_key(other.vault.address) != _vault_key(cfg.vault.address):
+        if other.stack == cfg.stack or vault_address_key(other.vault.address) != vault_address_key(cfg.vault.address):
             continue
         common = sorted(mine & VaultNames.of(other).owned())
         if common:
@@ -413,8 +416,22 @@ def shared_vault_names(cfg: StackConfig, others: Mapping[str, StackConfig]) -> I
             )
 
 
-def _vault_key(address: str) -> str:
-    return address.strip().rstrip("/").lower()
+#: The port a URL without one uses.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def vault_address_key(address: str) -> str:
+    """One Vault, however its address is written: scheme and host in lower case, the default port explicit, no
+    trailing ``/``."""
+    parts = urllib.parse.urlsplit(address.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # not a port number: compare the text as it is
+        return address.strip().rstrip("/").lower()
+    host = (parts.hostname or "").rstrip(".")
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 #: Each rule with the config sections it reads, so that rules can still run when another section is invalid.

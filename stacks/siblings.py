@@ -2,35 +2,55 @@
 
 Vault writes are upserts. Two stacks that write the same names into one Vault overwrite each other's policies,
 roles and secrets without an error, and one's ``pulumi destroy`` deletes the other's. The program runs this check
-before it registers any resource (``pulumi preview``/``up`` and the offline plan alike).
+before it registers any resource (``pulumi preview``/``up`` and the offline plan alike). A sibling whose file does
+not validate cannot be checked, so it stops the run too: skipping it would skip the check.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from stacks.config import StackConfig
 from stacks.loader import StackConfigError, load
 from stacks.rules import shared_vault_names
 from stacks.stackfile import read_stack_config
 
+#: How many of an invalid sibling's violations the message quotes.
+_QUOTED = 3
+
 
 def sibling_configs(project_dir: Path, stack: str) -> dict[str, StackConfig]:
-    """Every other ``Pulumi.<stack>.yaml`` of the project, validated; one that is invalid is left to its own run."""
+    """Every other ``Pulumi.<stack>.yaml`` of the project, validated; an invalid one raises, naming its file."""
     found: dict[str, StackConfig] = {}
+    broken: list[tuple[str, str]] = []
     for path in sorted(project_dir.glob("Pulumi.*.yaml")):
         other = path.name[len("Pulumi.") : -len(".yaml")]
         if other == stack:
             continue
         try:
             found[other] = load(other, *read_stack_config(path))
-        except StackConfigError:
-            continue
+        except StackConfigError as error:
+            quoted = "; ".join(error.violations[:_QUOTED]) + ("; ..." if len(error.violations) > _QUOTED else "")
+            broken.append((path.name, _unchecked(other, quoted)))
+        except yaml.YAMLError as error:
+            broken.append((path.name, _unchecked(other, f"not YAML: {error}".splitlines()[0])))
+    if broken:
+        raise StackConfigError(stack, broken)
     return found
 
 
+def _unchecked(other: str, why: str) -> str:
+    return (
+        f"sibling stack {other!r} is invalid ({why}), so whether it shares this stack's Vault names cannot be "
+        "checked: fix or remove that file"
+    )
+
+
 def require_own_vault_names(cfg: StackConfig, project_dir: Path) -> None:
-    """Raise ``StackConfigError`` when a sibling stack shares this stack's Vault and any of its names."""
+    """Raise ``StackConfigError`` when a sibling stack shares this stack's Vault and any of its names, or when a
+    sibling's file is invalid."""
     found = list(shared_vault_names(cfg, sibling_configs(project_dir, cfg.stack)))
     if found:
         raise StackConfigError(cfg.stack, found)

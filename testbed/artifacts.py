@@ -4,12 +4,19 @@ Each artifact is fetched once from upstream into a user cache directory and reus
 network points ``BLINKCHAMBER_ARTIFACTS`` at an offline mirror holding the same files under the names
 ``<chart>-<version>.tgz`` and ``zitadel-defaults-<ref>.yaml``; when it is set, nothing is fetched and nothing is
 cached. An artifact that can be had from neither raises ``ArtifactUnavailableError`` with a one-line message.
+
+A fetch works in a private temporary folder, Helm's own folders (``HELM_CACHE_HOME`` and the rest) included, so
+neither the user's Helm setup nor the cache keeps anything of it but the artifact itself.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -72,10 +79,6 @@ class ChartRef:
         return self.repository or self.chart.rsplit("/", 1)[0]
 
 
-#: Envoy Gateway's chart, for the gateway the stack will run.
-ENVOY_GATEWAY_CHART: Final = ChartRef(chart="oci://docker.io/envoyproxy/gateway-helm", version="v1.9.0")
-
-
 def zitadel_defaults_ref(image: Image) -> str:
     """The zitadel/zitadel ref whose ``cmd/defaults.yaml`` matches ``image`` (``cfg.zitadel.image``): its tag.
 
@@ -136,13 +139,12 @@ class Artifacts:
         """The path of the chart archive ``ref``."""
 
         def pull(folder: Path) -> Path:
-            if ref.repository:
-                result = helm_python.pull(ref.name, repo_url=ref.repository, version=ref.version, destination=folder)
-            else:
-                result = helm_python.pull(ref.chart, version=ref.version, destination=folder)
-            pulled = [p for p in folder.iterdir() if p.suffix == ".tgz"]
+            destination = folder / "pulled"
+            destination.mkdir()
+            _pull_isolated(ref, destination, folder / "helm")
+            pulled = [p for p in destination.iterdir() if p.suffix == ".tgz"]
             if len(pulled) != 1:
-                raise helm_python.HelmRepoError(f"pull wrote {len(pulled)} archives: {result}")
+                raise helm_python.HelmRepoError(f"pull wrote {len(pulled)} archives")
             return pulled[0]
 
         return self._get(ref.file_name, ref.source, _cache_folder(ref.origin), pull)
@@ -168,18 +170,68 @@ class Artifacts:
         cached = self.cache_dir / cache_folder / file_name
         if cached.is_file():
             return cached
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        # Fetch into a private folder next to the cache entry, then rename: a reader sees the whole file or none.
-        with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".fetch-") as folder:
+        # Fetch into a private folder; only a whole artifact creates the cache entry, renamed into place so that a
+        # reader sees the whole file or none. A failed fetch leaves nothing behind.
+        with tempfile.TemporaryDirectory(prefix="blinkchamber-fetch-") as folder:
             try:
                 fetched = fetch(Path(folder))
-            except (helm_python.HelmError, urllib.error.URLError, OSError) as error:
+            except (helm_python.HelmError, urllib.error.URLError, OSError, subprocess.SubprocessError) as error:
                 raise ArtifactUnavailableError(
                     f"{file_name}: not cached in {cached.parent} and not fetched from {source}: {_one_line(error)}; "
                     f"set {MIRROR_ENV} to a folder holding {file_name}"
                 ) from None
-            os.replace(fetched, cached)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with (
+                fetched.open("rb") as whole,
+                tempfile.NamedTemporaryFile(dir=cached.parent, prefix=".fetch-", delete=False) as partial,
+            ):
+                shutil.copyfileobj(whole, partial)
+            os.replace(partial.name, cached)
         return cached
+
+
+#: Runs one ``helm_python.pull`` in a fresh interpreter: ``pull(chart, **options)`` from the JSON argument.
+_PULL_SCRIPT: Final = """
+import json, sys
+import helm_python
+args = json.loads(sys.argv[1])
+try:
+    helm_python.pull(args.pop("chart"), **args)
+except helm_python.HelmError as error:
+    sys.exit(" ".join(str(error).split()))
+"""
+
+
+def helm_environment(home: Path) -> dict[str, str]:
+    """Helm's own folders (repository index cache, repositories file, registry logins) under ``home``."""
+    return {
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "HELM_REGISTRY_CONFIG": str(home / "config" / "registry" / "config.json"),
+    }
+
+
+def _pull_isolated(ref: ChartRef, destination: Path, helm_home: Path) -> None:
+    """``helm pull`` with Helm's folders under ``helm_home``, never the user's ``~/.cache/helm`` and ``~/.config/helm``.
+
+    The Go library reads the environment once, when it is loaded, so the variables cannot be set around a call in
+    this process: the pull runs in a child process that loads the library with them.
+    """
+    args: dict[str, str] = {"chart": ref.chart, "version": ref.version, "destination": str(destination)}
+    if ref.repository:
+        args.update(chart=ref.name, repo_url=ref.repository)
+    result = subprocess.run(
+        [sys.executable, "-c", _PULL_SCRIPT, json.dumps(args)],
+        env={**os.environ, **helm_environment(helm_home)},
+        capture_output=True,
+        text=True,
+        timeout=_FETCH_TIMEOUT_SECONDS * 4,
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise helm_python.HelmRepoError(lines[-1] if lines else f"helm pull exited with {result.returncode}")
 
 
 def chart_archive(ref: ChartRef) -> Path:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from testbed.redisbed import HOST, RedisBed
+from testbed.loopback import HOST
+from testbed.redisbed import RedisBed
 
 _CHUNK = 65536
 
@@ -37,6 +38,7 @@ class MasterService:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopped: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _timers: list[threading.Timer] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -55,6 +57,10 @@ class MasterService:
 
     def close(self) -> None:
         self._stopped.set()
+        with self._lock:
+            timers = list(self._timers)
+        for timer in timers:
+            timer.cancel()  # a relabel still pending must not move a closed Service
         if self._listener is not None:
             self._listener.close()
         self._drop_connections()
@@ -95,13 +101,14 @@ class MasterService:
             sentinel.close()  # held until here: collecting the client would close the subscription
 
     def _announced(self, new_port: int) -> None:
-        with self._lock:
-            if new_port in self._scheduled:
-                return
-            self._scheduled.add(new_port)
         timer = threading.Timer(self.relabel_delay, self.move_to, args=(new_port,))
         timer.daemon = True
-        timer.start()
+        with self._lock:
+            if new_port in self._scheduled or self._stopped.is_set():
+                return
+            self._scheduled.add(new_port)
+            self._timers.append(timer)
+            timer.start()
 
     def _spawn(self, target: object) -> None:
         thread = threading.Thread(target=target, daemon=True)  # type: ignore[arg-type]
@@ -128,14 +135,24 @@ class MasterService:
             with self._lock:
                 port = self.target_port
             try:
-                upstream = socket.create_connection((HOST, port), timeout=1)
+                upstream = self._connect(port)
             except OSError:
                 client.close()  # the master's Redis is gone: refused, as by the pod
                 continue
             with self._lock:
-                self._open.update((client, upstream))
+                # A move while connecting dropped the open connections, and this one goes to the old master too.
+                current = self.target_port == port and not self._stopped.is_set()
+                if current:
+                    self._open.update((client, upstream))
+            if not current:
+                for sock in (client, upstream):
+                    sock.close()
+                continue
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _connect(self, port: int) -> socket.socket:
+        return socket.create_connection((HOST, port), timeout=1)
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:

@@ -50,6 +50,9 @@ class Job:
     event_name: str = "push"
     actor: str = "octocat"
     workflow: str = "deploy"
+    #: GitHub's numeric IDs of the repository and its owner (the stacks' ``vault.ci.repositoryId``/``OwnerId``).
+    repository_id: str = "2000002"
+    repository_owner_id: str = "1000001"
 
     @property
     def subject(self) -> str:
@@ -70,8 +73,8 @@ class Job:
             "sha": secrets.token_hex(20),
             "repository": self.repository,
             "repository_owner": owner,
-            "repository_owner_id": "1000001",
-            "repository_id": "2000002",
+            "repository_owner_id": self.repository_owner_id,
+            "repository_id": self.repository_id,
             "repository_visibility": "private",
             "run_id": str(3_000_000 + secrets.randbelow(1_000_000)),
             "run_number": "42",

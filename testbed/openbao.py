@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -30,9 +29,9 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-HOST = "127.0.0.1"
+from testbed.loopback import HOST, free_port
 
 
 class VaultError(RuntimeError):
@@ -60,12 +59,6 @@ def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
     env["HOME"] = str(home)
     env.update(extra or {})
     return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -147,7 +140,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _wait_ready(process: subprocess.Popen[bytes], address: str, log: Path, deadline: float) -> bool:
+#: Lines of the dev server's banner that carry its credentials: the root token and the unseal key.
+_SECRET_LINES: Final = ("Root Token", "Unseal Key")
+
+
+def log_tail(log: Path, token: str, limit: int = 3000) -> str:
+    """The end of a server log for an error message, without its credentials (the banner prints the root token)."""
+    lines = log.read_text(errors="replace").splitlines()
+    kept = "\n".join(line for line in lines if not any(marker in line for marker in _SECRET_LINES))
+    return kept.replace(token, "<root token>")[-limit:]
+
+
+def _wait_ready(process: subprocess.Popen[bytes], address: str, log: Path, token: str, deadline: float) -> bool:
     """True once the server reports itself initialized and unsealed; False if it exited (e.g. the port was taken)."""
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -160,7 +164,7 @@ def _wait_ready(process: subprocess.Popen[bytes], address: str, log: Path, deadl
         except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
             pass
         time.sleep(0.02)
-    raise RuntimeError(f"bao server not ready in time:\n{log.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(f"bao server not ready in time:\n{log_tail(log, token)}")
 
 
 @contextlib.contextmanager
@@ -190,12 +194,12 @@ def openbao_server(workdir: Path, *, binary: Path | None = None, attempts: int =
             )
         try:
             # A port taken between free_port() and the bind makes the server exit: try another port.
-            if _wait_ready(process, address, log, time.monotonic() + 30):
+            if _wait_ready(process, address, log, token, time.monotonic() + 30):
                 yield OpenBaoServer(address, token, found, log, time.perf_counter() - started)
                 return
         finally:
             _stop(process)
-    raise RuntimeError(f"bao server did not start in {attempts} attempts:\n{log.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(f"bao server did not start in {attempts} attempts:\n{log_tail(log, token)}")
 
 
 @dataclass(frozen=True)

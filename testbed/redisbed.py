@@ -11,7 +11,6 @@ import contextlib
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,7 +27,10 @@ from redis.sentinel import Sentinel
 from components import redis_settings
 from stacks.config import RedisConfig
 
-HOST = "127.0.0.1"
+# Re-exported for the modules that take the loopback facts from the bed.
+from testbed.loopback import HOST as HOST
+from testbed.loopback import free_port as free_port
+
 T = TypeVar("T")
 
 
@@ -38,12 +40,6 @@ class BedError(RuntimeError):
 
 def binaries_available() -> bool:
     return bool(shutil.which("redis-server") and shutil.which("redis-sentinel"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def new_password() -> str:

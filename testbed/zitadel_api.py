@@ -78,6 +78,8 @@ class EventSpec:
     payload: dict[str, Any] | None = None
     resource_owner: str = "100000000000000001"
     editor: str = "200000000000000001"
+    #: Top-level fields left out of the rendered event: a malformed event, as ZITADEL would never send it.
+    omit: tuple[str, ...] = ()
 
 
 @dataclass
@@ -177,6 +179,8 @@ class StandInEventApi:
         }
         if s.payload:
             doc["payload"] = s.payload
+        for name in s.omit:
+            doc.pop(name, None)
         return doc
 
     @property
@@ -366,9 +370,10 @@ def local_relay_document(
     metrics_port: int,
 ) -> dict[str, Any]:
     """A relay.json rendered for the cluster (``components.event_relay.relay_document``), pointed at this machine:
-    the stand-in, the test bed's sentinels, and credential files a test wrote."""
+    the stand-in, the test bed's sentinels, credential files a test wrote, and metrics on loopback only."""
     doc = copy.deepcopy(document)
     doc["zitadel"].update(url=api.url, instanceHost=instance_host, tokenFile=token_file)
     doc["redis"].update(sentinels=[[HOST, port] for port in sentinel_ports], passwordFile=password_file)
     doc["metricsPort"] = metrics_port
+    doc["metricsHost"] = HOST
     return doc

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final, TypeVar
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -137,3 +138,25 @@ def containers(pod_spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def zitadel_defaults(ref: str) -> dict[str, Any]:
     """ZITADEL's ``cmd/defaults.yaml`` at ``ref`` (``artifacts.zitadel_defaults_ref(cfg.zitadel.image)``)."""
     return dict(yaml.safe_load(available(lambda: artifacts.zitadel_defaults(ref)).read_text()))
+
+
+def labelled(manifest: dict[str, Any]) -> str:
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+#: API groups of custom resources (ZITADEL's Gateway API routes): test_edge checks them against their CRDs.
+CUSTOM_RESOURCE_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/")
+
+
+def kubernetes_errors(manifests: list[dict[str, Any]]) -> list[str]:
+    """Each manifest against Kubernetes 1.30's schema, strictly (unknown fields too); custom resources skipped."""
+    errors = []
+    for manifest in manifests:
+        if manifest["apiVersion"].startswith(CUSTOM_RESOURCE_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(manifest, "1.30.0", strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(p) for p in error.absolute_path)
+            errors.append(f"{labelled(manifest)}: {path}: {error.message}")
+    return errors

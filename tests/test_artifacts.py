@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +19,9 @@ import pytest
 from stacks.config import StackConfig
 from testbed import artifacts, charts
 from testbed.artifacts import Artifacts, ArtifactUnavailableError, ChartRef
-from testbed.redisbed import free_port
+from testbed.loopback import free_port
 from tests import rendering
+from tests.conftest import PROJECT_DIR, stack_config
 
 REF = "0123456789abcdef0123456789abcdef01234567"
 
@@ -169,6 +173,57 @@ def test_an_unreachable_oci_registry_is_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_a_failed_fetch_creates_no_cache_folder(tmp_path: Path, upstream: Upstream) -> None:
+    upstream.stop()
+    fetch = fetcher(tmp_path, upstream)
+    with pytest.raises(ArtifactUnavailableError):
+        fetch.chart(upstream.chart)
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(ArtifactUnavailableError):
+        fetch.zitadel_defaults(REF)
+    assert not (tmp_path / "cache").exists()
+
+
+#: Helm's folders come from these (else from HOME): the pull must set its own, whatever the user has.
+HELM_FOLDER_VARIABLES = (
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "HELM_CACHE_HOME",
+    "HELM_CONFIG_HOME",
+    "HELM_DATA_HOME",
+    "HELM_REGISTRY_CONFIG",
+    "HELM_REPOSITORY_CACHE",
+    "HELM_REPOSITORY_CONFIG",
+)
+
+
+def test_a_pull_leaves_helms_own_folders_alone(tmp_path: Path, upstream: Upstream) -> None:
+    # Helm keeps a repository index cache, a repositories file and registry logins under HOME. Helm's library reads
+    # the environment when it is loaded, so the fetch runs in a process that starts with the temporary HOME.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in HELM_FOLDER_VARIABLES and k != artifacts.MIRROR_ENV}
+    fetch = (
+        "import sys; from pathlib import Path; from testbed.artifacts import Artifacts, ChartRef; "
+        "print(Artifacts(Path(sys.argv[1])).chart(ChartRef(chart='demo', repository=sys.argv[2], version='0.1.0')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", fetch, str(tmp_path / "cache"), upstream.chart.repository],
+        env={**env, "HOME": str(home)},
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path == tmp_path / "cache" / f"127.0.0.1_{upstream.url.rsplit(':', 1)[1]}" / "charts" / "demo-0.1.0.tgz"
+    assert list(home.rglob("*")) == []
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [path]
+
+
 def test_a_missing_upstream_file_is_not_cached(tmp_path: Path, upstream: Upstream) -> None:
     with pytest.raises(ArtifactUnavailableError, match="HTTP Error 404"):
         fetcher(tmp_path, upstream).zitadel_defaults("no-such-ref")
@@ -201,7 +256,8 @@ def test_pinned_artifacts_have_the_mirror_file_names(cfg: StackConfig) -> None:
     assert ChartRef.of(cfg.redis.chart).source == "oci://registry-1.docker.io/bitnamicharts/redis"
     assert ChartRef.of(cfg.zitadel.chart).file_name == "zitadel-9.34.0.tgz"
     assert ChartRef.of(cfg.zitadel.chart).source == "https://charts.zitadel.com (chart zitadel)"
-    assert artifacts.ENVOY_GATEWAY_CHART.file_name == "gateway-helm-v1.9.0.tgz"
+    assert ChartRef.of(stack_config("dev").edge.chart).file_name == "gateway-helm-v1.9.0.tgz"
+    assert ChartRef.of(stack_config("dev").edge.chart).source == "oci://docker.io/envoyproxy/gateway-helm"
     assert artifacts.zitadel_defaults_file_name(artifacts.zitadel_defaults_ref(cfg.zitadel.image)) == (
         "zitadel-defaults-v4.13.0.yaml"
     )

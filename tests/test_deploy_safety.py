@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from components.ci_access import deploy_policy
+from components.ci_access import bound_claims, deploy_policy, preview_bound_claims, preview_policy
 from components.preflight import missing_keys
 from stacks import mocked, names
 from stacks.config import StackConfig
@@ -25,6 +25,7 @@ from stacks.diff import diff_plans
 from stacks.loader import StackConfigError, load
 from stacks.plan import Plan, describe, plan_stack
 from stacks.replacements import forces_replacement
+from stacks.rules import vault_address_key
 from stacks.siblings import require_own_vault_names
 from stacks.stackfile import read_stack_config
 from tests.conftest import PROJECT_DIR
@@ -201,6 +202,7 @@ def test_a_prefix_reaches_policies_roles_paths_annotations_and_outputs() -> None
     }
     assert sorted(policies) == [
         "staging-ci-deploy",
+        "staging-ci-preview",
         "staging-event-relay-read",
         "staging-redis-read",
         "staging-zitadel-read",
@@ -285,6 +287,49 @@ def test_a_prefix_or_another_vault_lets_them_share(tmp_path: Path) -> None:
     require_own_vault_names(load_with("dev", {}), copy_project(tmp_path / "b", {"Pulumi.staging.yaml": elsewhere}))
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://vault.vault.svc.cluster.local:8200/",
+        "HTTP://Vault.Vault.SVC.cluster.local:8200",
+        "http://vault.vault.svc.cluster.local.:8200//",
+    ],
+)
+def test_the_same_vault_written_another_way_is_the_same_vault(tmp_path: Path, address: str) -> None:
+    staging = STAGING_ON_DEVS_VAULT.replace("http://vault.vault.svc.cluster.local:8200/", address)
+    with pytest.raises(StackConfigError) as refused:
+        require_own_vault_names(load_with("dev", {}), copy_project(tmp_path, {"Pulumi.staging.yaml": staging}))
+    (violation,) = refused.value.violations
+    assert violation.startswith("dev: vault.namePrefix: stack 'staging' writes to the same Vault")
+
+
+def test_default_ports_are_the_same_vault() -> None:
+    assert vault_address_key("https://Vault.example/") == vault_address_key("https://vault.example:443")
+    assert vault_address_key("http://vault.example") != vault_address_key("https://vault.example")
+    assert vault_address_key("https://vault.example:8200") != vault_address_key("https://vault.example")
+
+
+def test_an_invalid_sibling_stops_the_run_naming_its_file(tmp_path: Path) -> None:
+    """Left out, it would leave the duplicate-names check undone: it may share dev's Vault and names."""
+    broken = STAGING_ON_DEVS_VAULT + "  blinkchamber-identity:redis:\n    quorum: 7\n"
+    project = copy_project(tmp_path, {"Pulumi.staging.yaml": broken})
+    with pytest.raises(StackConfigError) as refused:
+        require_own_vault_names(load_with("dev", {}), project)
+    (violation,) = refused.value.violations
+    assert violation.startswith("dev: Pulumi.staging.yaml: sibling stack 'staging' is invalid (staging: redis.")
+    assert violation.endswith(
+        "so whether it shares this stack's Vault names cannot be checked: fix or remove that file"
+    )
+
+
+def test_a_sibling_that_is_not_yaml_stops_the_run_naming_its_file(tmp_path: Path) -> None:
+    project = copy_project(tmp_path, {"Pulumi.staging.yaml": "config: [unclosed\n"})
+    with pytest.raises(StackConfigError) as refused:
+        require_own_vault_names(load_with("dev", {}), project)
+    (violation,) = refused.value.violations
+    assert violation.startswith("dev: Pulumi.staging.yaml: sibling stack 'staging' is invalid (not YAML: ")
+
+
 def _program_in(project: Path) -> Path:
     shutil.copy(PROJECT_DIR / "__main__.py", project / "__main__.py")
     return project / "__main__.py"
@@ -358,6 +403,58 @@ def test_the_vault_providers_token_outlives_the_helm_waits(stack: str) -> None:
 )
 def test_token_lifetimes_that_end_mid_deploy_are_refused(patch: dict[str, Any], expected: str) -> None:
     assert violations("dev", patch) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("stack", "deploy", "preview"),
+    [
+        (
+            "dev",
+            {"environment": "dev", "ref": "refs/heads/main"},
+            {"environment": "dev-preview", "event_name": "pull_request"},
+        ),
+        (
+            "prod",
+            {"environment": "production", "ref": "refs/heads/main"},
+            {"environment": "production-preview", "event_name": "push", "ref": "refs/heads/main"},
+        ),
+    ],
+)
+def test_both_roles_bind_the_repository_by_name_and_ids(
+    stack: str, deploy: dict[str, str], preview: dict[str, str]
+) -> None:
+    repository = {
+        "repository": "blinkchamber/blinkchamber-identity",
+        "repository_id": "2000002",
+        "repository_owner_id": "1000001",
+    }
+    cfg = load_with(stack, {})
+    assert bound_claims(cfg) == {**repository, **deploy}
+    assert preview_bound_claims(cfg) == {**repository, **preview}
+
+
+def test_repository_ids_are_numbers() -> None:
+    assert load_with("dev", {"vault": {"ci": {"repositoryId": 123456}}}).vault.ci.repository_id == "123456"
+    assert violations("dev", {"vault": {"ci": {"repositoryId": "blinkchamber"}}}) == [
+        "dev: vault.ci.repositoryId: String should match pattern '^[1-9][0-9]*$'"
+    ]
+
+
+def test_the_preview_policy_writes_nothing() -> None:
+    assert preview_policy(load_with("dev", {})) == (
+        "# Pulumi's Vault provider works with a child token of the login\n"
+        'path "auth/token/create" {\n  capabilities = ["update"]\n}\n'
+    )
+    prod = preview_policy(load_with("prod", {}))
+    assert 'path "secret/subkeys/zitadel-database" {\n  capabilities = ["read"]\n}' in prod
+    assert '"create"' not in prod and '"delete"' not in prod and '"sudo"' not in prod
+
+
+def test_a_preview_in_the_deploy_environment_is_refused() -> None:
+    assert violations("dev", {"vault": {"ci": {"preview": {"environment": "dev"}}}}) == [
+        "dev: vault.ci.preview.environment: 'dev' is also the deploy role's environment: a preview job (a branch's "
+        "code) would be admitted by the deploy role too"
+    ]
 
 
 def test_prod_logs_in_only_from_its_refs() -> None:

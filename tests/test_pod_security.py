@@ -73,6 +73,8 @@ def inject_vault_agent(original: Mapping[str, Any]) -> dict[str, Any]:
         return pod
     if INJECT + "agent-json-patch" in annotations or INJECT + "agent-init-json-patch" in annotations:
         raise NotImplementedError("the stand-in does not apply JSON patches to the agent containers")
+    if sized := sorted(k for k in annotations if k.startswith((INJECT + "agent-requests-", INJECT + "agent-limits-"))):
+        raise NotImplementedError(f"the stand-in gives the agent containers only default resources, not {sized}")
     spec = pod["spec"]
     uid = int(annotations.get(INJECT + "agent-run-as-user", "100"))
     gid = int(annotations.get(INJECT + "agent-run-as-group", "1000"))
@@ -176,6 +178,18 @@ def test_injector_annotations_that_would_break_restricted_are_caught(
     pod = pods("prod", "zitadel")["Deployment/zitadel"]
     pod["metadata"]["annotations"][INJECT + annotation] = value
     assert {(v.check, v.container) for v in pss.violations("zitadel", inject_vault_agent(pod))} == expected
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    ["agent-json-patch", "agent-init-json-patch", "agent-requests-mem", "agent-limits-cpu", "agent-limits-ephemeral"],
+)
+def test_the_stand_in_refuses_annotations_it_does_not_model(annotation: str) -> None:
+    # Resource annotations change what the agent containers request: checked as defaults, they would pass unseen.
+    pod = pods("prod", "zitadel")["Deployment/zitadel"]
+    pod["metadata"]["annotations"][INJECT + annotation] = "256Mi"
+    with pytest.raises(NotImplementedError):
+        inject_vault_agent(pod)
 
 
 @pytest.mark.parametrize(("stack", "release"), RELEASE_CASES)

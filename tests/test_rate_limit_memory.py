@@ -3,24 +3,25 @@ redis container's memory limit, ``volatile-lru`` eviction, proven on a real redi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from components import redis_settings
+from relay.store import Item, Store, cursor_key, seen_bucket, seen_key
 from stacks.config import RedisConfig, ResourceList, Resources
 from testbed.redisbed import RedisBed, binaries_available, running_bed
+from testbed.required import require
 from tests.conftest import stack_config
 
-if not binaries_available():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must provide redis-server and redis-sentinel")
-    pytest.skip("redis-server not installed", allow_module_level=True)
+require(binaries_available(), "redis-server and redis-sentinel", "apt-get install redis-server redis-sentinel")
 
 #: The README's layout.
 RATE_LIMIT_DB, EVENTS_DB, INSTANCE_CACHE_DB = 0, 1, 3
+#: The relay's instance name in prod, and a cursor: 2026-08-01T00:00:00Z in microseconds, as relay.store keeps it.
+INSTANCE = "id.blinkchamber.com"
+CURSOR_US = 1785542400000000
 STREAMS = ("zitadel:events:high", "zitadel:events:normal", "zitadel:events:low", "zitadel:events:dead_letter")
 MIB = 2**20
 
@@ -58,14 +59,36 @@ def test_the_server_runs_the_derived_settings(server: RedisBed) -> None:
     assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
 
 
-def fill_events(client: redis.Redis, per_stream: int) -> None:
+def fill_events(client: redis.Redis, per_stream: int) -> list[Item]:
+    """As the relay writes: entries with their dedup records (no TTL) through its own write path, then its cursor."""
+    store = Store(
+        client,
+        INSTANCE,
+        dedup_keep_us=3_600_000_000,
+        max_stream_length=1_000_000,
+        batch_size=100,
+        require_replica_ack=False,  # a single node here
+        replica_ack_timeout_ms=0,
+    )
+    items = [
+        Item.of(
+            f"user:{stream}-{index}:1",
+            seen_bucket(CURSOR_US - index * 1_000_000),
+            stream,
+            {"type": "user.human.added", "seq": str(index), "payload": "e" * 200},
+        )
+        for stream in STREAMS
+        for index in range(per_stream)
+    ]
+    store.write(items, cursor=CURSOR_US)
+    return items
+
+
+def missing_dedup_records(client: redis.Redis, items: list[Item]) -> list[str]:
     pipe = client.pipeline(transaction=False)
-    for stream in STREAMS:
-        for index in range(per_stream):
-            pipe.xadd(stream, {"type": "user.human.added", "seq": index, "payload": "e" * 200})
-    # The relay's cursor: no TTL either.
-    pipe.set("zitadel:events:cursor", "2026-08-01T00:00:00Z")
-    pipe.execute()
+    for item in items:
+        pipe.hexists(seen_key(INSTANCE, item.bucket), item.dedup)
+    return [item.dedup for item, found in zip(items, pipe.execute(), strict=True) if not found]
 
 
 def fill_caches(client: redis.Redis, objects: int) -> None:
@@ -100,7 +123,7 @@ def test_eviction_takes_caches_and_counters_and_never_a_stream(server: RedisBed)
     events = server.client(port, db=EVENTS_DB)
     caches = server.client(port, db=INSTANCE_CACHE_DB)
     counters = server.client(port, db=RATE_LIMIT_DB)
-    fill_events(events, per_stream=1000)
+    relay_records = fill_events(events, per_stream=1000)
     # About 9 MB of counters, then 14 MB of cache objects: past the 22 MiB maxmemory, the older counters go first.
     fill_counters(counters, counters=80000)
     fill_caches(caches, objects=12000)
@@ -112,9 +135,12 @@ def test_eviction_takes_caches_and_counters_and_never_a_stream(server: RedisBed)
 
     assert events.info("stats")["evicted_keys"] > 0
     assert events.info("memory")["used_memory"] <= 22 * MIB * 1.05
-    # Every stream and the cursor as written; the cache's index keys and key sets (no TTL) too.
+    # Every stream, the relay's cursor and every one of its dedup records as written (no TTL: a lost dedup record
+    # would let a replay write an event twice); the cache's index keys and key sets (no TTL) too.
     assert [events.xlen(stream) for stream in STREAMS] == [1000] * 4
-    assert events.get("zitadel:events:cursor") == "2026-08-01T00:00:00Z"
+    assert events.get(cursor_key(INSTANCE)) == "1785542400000000"
+    assert events.ttl(seen_key(INSTANCE, relay_records[0].bucket)) == -1
+    assert missing_dedup_records(events, relay_records) == []
     assert caches.exists(*[f"instance:id:{index}" for index in written]) == 12000
     assert caches.exists(*[f"instance:{index}-keys" for index in written]) == 12000
 

@@ -8,7 +8,6 @@ expected keys below are written out by hand from the same lines.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,12 +17,10 @@ import redis
 from stacks.plan import mask
 from testbed.ratelimit import FixedWindow, Request, cache_key, descriptor, domain_of
 from testbed.redisbed import RedisBed, binaries_available, running_bed, wait_until
+from testbed.required import require
 from tests.conftest import record, stack_config
 
-if not binaries_available():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must provide redis-server and redis-sentinel")
-    pytest.skip("redis-server/redis-sentinel not installed", allow_module_level=True)
+require(binaries_available(), "redis-server and redis-sentinel", "apt-get install redis-server redis-sentinel")
 
 BTP = "kubernetes:gateway.envoyproxy.io/v1alpha1:BackendTrafficPolicy"
 #: The README's layout: counters in DB 0 (Sentinel mode selects none), events in DB 1, ZITADEL's caches in 3..9.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -21,14 +20,10 @@ from testbed.redisbed import (
     running_bed,
     wait_until,
 )
+from testbed.required import require
 from tests.conftest import stack_config
 
-if not binaries_available():
-    if os.environ.get("CI"):
-        raise RuntimeError(
-            "CI must provide redis-server and redis-sentinel (apt-get install redis-server redis-sentinel)"
-        )
-    pytest.skip("redis-server/redis-sentinel not installed", allow_module_level=True)
+require(binaries_available(), "redis-server and redis-sentinel", "apt-get install redis-server redis-sentinel")
 
 #: Failover = down-after + the sentinels' agreement, election and promotion (measured about 1 s on loopback); the
 #: rest of the allowance absorbs a loaded CI machine.

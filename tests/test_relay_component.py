@@ -36,7 +36,12 @@ def test_the_relay_document(cfg: StackConfig, stack: str) -> None:
             "tokenFile": "/vault/secrets/zitadel-pat",
         },
         "redis": {
-            "sentinels": [["redis.database.svc.cluster.local", 26379]],
+            # Every Sentinel (one per node, 3 in both stacks), as the edge's ratelimit lists them.
+            "sentinels": [
+                ["redis-node-0.redis-headless.database.svc.cluster.local", 26379],
+                ["redis-node-1.redis-headless.database.svc.cluster.local", 26379],
+                ["redis-node-2.redis-headless.database.svc.cluster.local", 26379],
+            ],
             "masterSet": "mymaster",
             "db": 1,
             "passwordFile": "/vault/secrets/redis-password",
@@ -67,6 +72,7 @@ def test_the_relay_document(cfg: StackConfig, stack: str) -> None:
         },
         "lease": {"ttl": 10.0, "renewEvery": 3.0},
         "metricsPort": 9090,
+        "metricsHost": "0.0.0.0",
     }
 
 
@@ -173,7 +179,11 @@ def test_the_deployment(recording: mocked.Recording, cfg: StackConfig, stack: st
     }[stack]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9090}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9090}
-    assert spec["template"]["metadata"]["annotations"] == pod_annotations(cfg)
+    # The mocked provider reads back KV version 1 of the Redis password: the version rolls the pods, never the value.
+    assert spec["template"]["metadata"]["annotations"] == {
+        **pod_annotations(cfg),
+        "blinkchamber.io/redis-password-version": "1",
+    }
     config = json.loads(recording.one(CONFIG_MAP, "event-relay").inputs["data"]["relay.json"])
     assert config == relay_document(cfg)
     pdb = recording.one("kubernetes:policy/v1:PodDisruptionBudget", "event-relay").inputs
@@ -313,6 +323,15 @@ def test_a_disabled_relay_declares_nothing() -> None:
             ["prod: events.relay.resources: prod requires explicit resources: requests.cpu not set"],
         ),
         ("prod", {"events": {"relay": {"enabled": False, "replicas": 1}}}, []),
+        (
+            "prod",
+            {"events": {"source": {"instance": None}}},
+            [
+                "prod: events.source.instance: prod requires an explicit instance name: derived from "
+                "zitadel.externalDomain, a new domain would name new cursor and dedup keys and replay every event"
+            ],
+        ),
+        ("dev", {"events": {"source": {"instance": None}}}, []),
     ],
 )
 def test_event_rules(stack: str, overrides: dict[str, Any], expected: list[str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -16,12 +15,10 @@ from relay.examples import WelcomeMail
 from relay.settings import Streams
 from stacks.config import StackConfig
 from testbed.redisbed import RedisBed, binaries_available, running_bed
+from testbed.required import require
 from tests.conftest import stack_config
 
-if not binaries_available():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must provide redis-server and redis-sentinel")
-    pytest.skip("redis-server/redis-sentinel not installed", allow_module_level=True)
+require(binaries_available(), "redis-server and redis-sentinel", "apt-get install redis-server redis-sentinel")
 
 STREAMS = Streams()
 

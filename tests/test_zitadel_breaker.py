@@ -2,7 +2,8 @@
 settings and their rules.
 
 Expected values are written from gobreaker's documented behaviour and README's failover section (open 10 s: down-after
-5 s + election 1 s + relabel 2 s + 2 s; a 60 s counting window), not computed by the code under test.
+5 s + election 1 s + relabel 2 s + 2 s; a 60 s counting window; more than 5 failures in a row trip it, the failure
+ratio stays off), not computed by the code under test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from testbed.breaker import (
 from tests.conftest import PROJECT_DIR, stack_config
 
 STACK = BreakerSettings(
+    interval=60.0, max_consecutive_failures=5, max_failure_ratio=0.0, timeout=10.0, max_retry_requests=1
+)
+#: The stacks' settings before the ratio was turned off: ZITADEL's ratio in a 60 s window.
+RATIO_IN_WINDOW = BreakerSettings(
     interval=60.0, max_consecutive_failures=5, max_failure_ratio=0.1, timeout=10.0, max_retry_requests=1
 )
 
@@ -80,7 +85,7 @@ def test_without_interval_the_ratio_counts_from_the_start() -> None:
 
 
 def test_a_counting_interval_starts_the_ratio_afresh() -> None:
-    cb, clock = breaker(STACK)
+    cb, clock = breaker(RATIO_IN_WINDOW)
     calls(cb, "s" * 1000)
     clock.now = 30.0
     calls(cb, "f")  # 1 of 1001 in this window
@@ -91,6 +96,46 @@ def test_a_counting_interval_starts_the_ratio_afresh() -> None:
     clock.now = 121.0
     calls(cb, "f")  # the window's first call fails: 1 of 1 (no minimum call count)
     assert cb.current_state() is State.OPEN
+
+
+@pytest.mark.parametrize("before", ["", "s", "s" * 8])
+def test_one_early_failure_in_a_window_leaves_the_stacks_breaker_closed(before: str) -> None:
+    # A window's first attempts, one of them failed (a reset connection, a slow reply): with a ratio this alone
+    # would keep ZITADEL off Redis for 10 s; the stack's breaker trips on failures in a row only.
+    cb, clock = breaker(STACK)
+    calls(cb, "s" * 1000)
+    clock.now = 60.5
+    calls(cb, before + "f" + "s" * 3)
+    assert cb.current_state() is State.CLOSED
+    assert cb.transitions == []
+    ratio, clock = breaker(RATIO_IN_WINDOW)
+    calls(ratio, "s" * 1000)
+    clock.now = 60.5
+    calls(ratio, before + "f")
+    assert ratio.current_state() is State.OPEN
+
+
+def test_a_failing_cache_call_in_a_window_leaves_it_closed() -> None:
+    # One cache call is up to 4 attempts (MaxRetries 3): a call that fails every attempt is 4 failures in a row,
+    # even as the window's first, and the next call's success clears them.
+    cb, clock = breaker(STACK)
+    clock.now = 60.5
+    calls(cb, "ffff" + "s")
+    clock.now = 61.0
+    calls(cb, "ffff" + "s")
+    assert cb.current_state() is State.CLOSED
+
+
+def test_a_dead_master_still_trips_the_stacks_breaker() -> None:
+    # A failover: every attempt fails from the kill on; the sixth in a row (the second cache call) opens it.
+    cb, clock = breaker(STACK)
+    calls(cb, "s" * 1000)
+    clock.now = 30.0
+    calls(cb, "ffff" + "f")
+    assert cb.current_state() is State.CLOSED
+    calls(cb, "f")
+    assert cb.current_state() is State.OPEN
+    assert cb.transitions == [(30.0, State.CLOSED, State.OPEN)]
 
 
 def test_open_fails_fast_for_the_timeout_then_lets_one_probe_through() -> None:
@@ -223,16 +268,33 @@ def test_zitadels_default_open_time_fits_only_the_charts_sentinel_defaults() -> 
     ]
 
 
-def test_a_failure_ratio_needs_a_counting_interval() -> None:
-    assert found("dev", with_breaker(interval="0")) == [
-        "dev: zitadel.cache.circuitBreaker.interval: 0 counts failures since the pod started: one failure among its "
-        "first calls trips the breaker, and later the ratio hardly moves; set a window such as 60s"
+@pytest.mark.parametrize(
+    ("ratio", "early"),
+    [
+        # ZITADEL's default: one failure among a window's first 9 calls is more than 10 %.
+        (0.1, 9),
+        (0.25, 3),
+        (0.5, 1),
+    ],
+)
+def test_a_failure_ratio_is_refused(ratio: float, early: int) -> None:
+    assert found("dev", with_breaker(maxFailureRatio=ratio)) == [
+        f"dev: zitadel.cache.circuitBreaker.maxFailureRatio: {ratio:g} opens the breaker for 10s when one of the "
+        f"first {early} calls of a window (interval 60s) fails: set 0 and let maxConsecutiveFailures trip it"
+    ]
+    # Without a window the ratio counts from the pod's start: as bad, and refused alike.
+    assert found("dev", with_breaker(interval="0", maxFailureRatio=ratio)) == [
+        f"dev: zitadel.cache.circuitBreaker.maxFailureRatio: {ratio:g} opens the breaker for 10s when one of the "
+        f"first {early} calls of a window (interval 0) fails: set 0 and let maxConsecutiveFailures trip it"
     ]
     assert found("dev", with_breaker(interval="0", maxFailureRatio=0)) == []
 
 
 def test_a_breaker_that_never_opens_is_refused() -> None:
-    assert found("dev", with_breaker(maxConsecutiveFailures=0, maxFailureRatio=0)) == [
-        "dev: zitadel.cache.circuitBreaker: maxConsecutiveFailures and maxFailureRatio are both 0: the breaker never "
-        "opens"
+    never = [
+        "dev: zitadel.cache.circuitBreaker.maxConsecutiveFailures: 0 turns off the one trip left with "
+        "maxFailureRatio 0: the breaker never opens"
     ]
+    assert found("dev", with_breaker(maxConsecutiveFailures=0)) == never
+    # A ratio of 1 can never be exceeded: it does not open the breaker either.
+    assert found("dev", with_breaker(maxConsecutiveFailures=0, maxFailureRatio=1)) == never

@@ -9,24 +9,25 @@ about 10 s, never before down-after, and within two open periods (20 s) even if 
 
 from __future__ import annotations
 
-import os
+import contextlib
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stacks.config import StackConfig
 from testbed.breaker import BreakerSettings, CircuitBreaker, State
-from testbed.forwarder import master_service
+from testbed.forwarder import MasterService, master_service
+from testbed.loopback import HOST
 from testbed.redisbed import binaries_available, running_bed, wait_until
+from testbed.required import require
 from testbed.zitadel_cache import CacheClient
 from tests.conftest import stack_config
 
-if not binaries_available():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must provide redis-server and redis-sentinel")
-    pytest.skip("redis-server/redis-sentinel not installed", allow_module_level=True)
+require(binaries_available(), "redis-server and redis-sentinel", "apt-get install redis-server redis-sentinel")
 
 DOWN_AFTER_S = 5.0
 RELABEL_DELAY_S = 2.0
@@ -69,3 +70,52 @@ def test_cache_is_back_one_open_period_after_the_kill(prod: StackConfig, tmp_pat
         assert sum(killed_at < when < back for when, _ in zitadel.calls) > 300
         assert zitadel.attempts_between(killed_at, back) <= 6 + 2 + 1
         assert breaker.transitions[-1][2] is State.CLOSED
+
+
+# --- the Service stand-in itself -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def listener() -> Iterator[socket.socket]:
+    """A loopback port that accepts connections (a master's Redis, as far as the forwarder can tell)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((HOST, 0))
+        sock.listen(8)
+        yield sock
+    finally:
+        sock.close()
+
+
+class MovedWhileConnecting(MasterService):
+    """The relabel lands between reading the master's port and registering the connection to it."""
+
+    new_port: int = 0
+
+    def _connect(self, port: int) -> socket.socket:
+        upstream = super()._connect(port)
+        self.move_to(self.new_port)
+        return upstream
+
+
+def test_a_connection_opened_across_a_move_is_dropped() -> None:
+    with listener() as old, listener() as new:
+        service = MovedWhileConnecting(old.getsockname()[1], relabel_delay=0.0)
+        service.new_port = new.getsockname()[1]
+        service.start()
+        try:
+            with socket.create_connection((HOST, service.port), timeout=5) as client:
+                # Dropped like every connection to the old master at the move, not forwarded to it.
+                assert client.recv(1) == b""
+            assert [port for _, port in service.moves] == [new.getsockname()[1]]
+        finally:
+            service.close()
+
+
+def test_closing_cancels_a_pending_relabel() -> None:
+    with listener() as old, listener() as new:
+        service = MasterService(old.getsockname()[1], relabel_delay=0.3).start()
+        service._announced(new.getsockname()[1])
+        service.close()
+        time.sleep(0.6)
+        assert service.moves == [] and service.target_port == old.getsockname()[1]
