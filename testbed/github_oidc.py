@@ -14,12 +14,10 @@ the request token as a bearer → ``{"value": <jwt>}``, for one job's claims.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -28,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks.names import GITHUB_OIDC_ISSUER
-
-HOST = "127.0.0.1"
+from testbed.loopback import LoopbackServer, QuietHandler, send_json
 
 
 def openssl_available() -> bool:
@@ -146,37 +143,26 @@ class IdTokenEndpoint:
     def __post_init__(self) -> None:
         endpoint = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server dispatches on this name
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 if self.headers.get("Authorization") != f"Bearer {endpoint.request_token}":
                     self.send_error(401)
                     return
                 audience = query.get("audience", [f"https://github.com/{endpoint.job.repository.split('/')[0]}"])[0]
                 endpoint.requested.append(audience)
-                body = json.dumps({"value": endpoint.issuer.token(endpoint.job, audience)}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, 200, json.dumps({"value": endpoint.issuer.token(endpoint.job, audience)}).encode())
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._server = LoopbackServer(Handler)
 
     @property
     def url(self) -> str:
         """As GitHub sets ``ACTIONS_ID_TOKEN_REQUEST_URL``: already with a query string."""
-        return f"http://{HOST}:{self._server.server_address[1]}/idtoken?api-version=2.0"
+        return f"{self._server.address}/idtoken?api-version=2.0"
 
     def __enter__(self) -> IdTokenEndpoint:
-        self._thread.start()
+        self._server.__enter__()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.__exit__()

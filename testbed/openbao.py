@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.server
 import importlib.util
 import json
 import os
@@ -21,7 +20,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from testbed.loopback import HOST, free_port
+from testbed.loopback import HOST, LoopbackServer, QuietHandler, free_port, send_json
 
 
 class VaultError(RuntimeError):
@@ -250,8 +248,8 @@ class TokenReviewStandIn:
         self._accounts: dict[str, tuple[str, str, str]] = {}
         stand_in = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
                 if self.path != "/apis/authentication.k8s.io/v1/tokenreviews":
                     self.send_error(404)
                     return
@@ -262,29 +260,17 @@ class TokenReviewStandIn:
                     namespace, name, uid = account
                     user = {"username": f"system:serviceaccount:{namespace}:{name}", "uid": uid, "groups": []}
                     status = {"authenticated": True, "user": user, "audiences": review["spec"].get("audiences", [])}
-                body = json.dumps({**review, "status": status}).encode()
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, 201, json.dumps({**review, "status": status}).encode())
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
-        self.address = f"http://{HOST}:{self._server.server_address[1]}"
-        # A short poll: shutdown() waits for it.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._server = LoopbackServer(Handler)
+        self.address = self._server.address
 
     def __enter__(self) -> TokenReviewStandIn:
-        self._thread.start()
+        self._server.__enter__()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.__exit__()
 
     def issue(self, namespace: str, name: str, uid: str | None = None) -> str:
         """A token of the service account ``namespace/name`` (a new ``uid`` is a recreated account)."""

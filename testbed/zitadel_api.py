@@ -33,10 +33,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-HOST = "127.0.0.1"
+from testbed.loopback import HOST, QuietHandler, send_json
+
 EVENTS_PATH = "/admin/v1/events/_search"
 AGGREGATE_TYPES_PATH = "/admin/v1/aggregates/types/_search"
 EVENT_TYPES_PATH = "/admin/v1/events/types/_search"
@@ -336,23 +337,15 @@ def _error(code: int, message: str) -> str:
 
 
 def _make_server(api: StandInEventApi) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the bridge's client expects
 
-        def do_POST(self) -> None:
+        def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, text = api.handle(self.path, headers, body)
-            data = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
+            send_json(self, status, text.encode())
 
     server = ThreadingHTTPServer((HOST, 0), Handler)
     server.daemon_threads = True
