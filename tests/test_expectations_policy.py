@@ -12,9 +12,7 @@ from typing import Any
 import pytest
 from pulumi_policy import (
     EnforcementLevel,
-    PolicyCustomTimeouts,
     PolicyResource,
-    PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
@@ -22,6 +20,7 @@ from pulumi_policy import (
 )
 
 from policy import policies as pack
+from tests.policy_inputs import options
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 REDIS_CHART = "oci://registry-1.docker.io/bitnamicharts/redis"
@@ -29,17 +28,6 @@ REDIS_CHART = "oci://registry-1.docker.io/bitnamicharts/redis"
 
 def urn(stack: str, type_: str = RELEASE, name: str = "r") -> str:
     return f"urn:pulumi:{stack}::blinkchamber-identity::{type_}::{name}"
-
-
-def options(protect: bool = False) -> PolicyResourceOptions:
-    return PolicyResourceOptions(
-        protect=protect,
-        ignore_changes=[],
-        delete_before_replace=None,
-        aliases=[],
-        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-        additional_secret_outputs=[],
-    )
 
 
 class Reported:

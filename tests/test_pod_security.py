@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import ResourceValidationArgs
 
 from policy import policies as pack
 from stacks import mocked
@@ -18,6 +18,7 @@ from stacks.plan import mask
 from stacks.stackfile import read_stack_config
 from tests import pss, rendering
 from tests.conftest import PROJECT_DIR
+from tests.policy_inputs import options
 from tests.rendering import pod_templates, rendered
 
 INJECT = "vault.hashicorp.com/"
@@ -371,22 +372,11 @@ def test_every_rendered_container_has_requests_and_a_memory_limit(stack: str, re
     assert missing_resources(rendered(stack, release)) == []
 
 
-def _options() -> PolicyResourceOptions:
-    return PolicyResourceOptions(
-        protect=False,
-        ignore_changes=[],
-        delete_before_replace=None,
-        aliases=[],
-        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-        additional_secret_outputs=[],
-    )
-
-
 def pack_findings(release: str, inputs: rendering.ReleaseInputs, values: dict[str, Any]) -> list[str]:
     """What the policy pack's resources policy reports on a release with these values."""
     props = {"chart": inputs.chart.chart, "version": inputs.chart.version, "values": values}
     args = ResourceValidationArgs(
-        pack.RELEASE, props, f"urn:pulumi:dev::p::{pack.RELEASE}::{release}", release, _options(), None
+        pack.RELEASE, props, f"urn:pulumi:dev::p::{pack.RELEASE}::{release}", release, options(), None
     )
     found: list[str] = []
     validate, _ = pack.RESOURCE_POLICIES["resources-on-every-container"]

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 from pulumi_policy import (
-    PolicyCustomTimeouts,
     PolicyResource,
-    PolicyResourceOptions,
     ResourceValidationArgs,
     StackValidationArgs,
 )
@@ -18,31 +16,9 @@ from pulumi_policy.deserialize import deserialize_properties
 
 from policy import policies as pack
 from stacks import mocked
+from tests.policy_inputs import as_args, options
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
-
-
-def options(protect: bool) -> PolicyResourceOptions:
-    return PolicyResourceOptions(
-        protect=protect,
-        ignore_changes=[],
-        delete_before_replace=None,
-        aliases=[],
-        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-        additional_secret_outputs=[],
-    )
-
-
-def as_args(resource: mocked.RecordedResource) -> ResourceValidationArgs:
-    # What the analyzer hands a policy: the inputs with secrets unwrapped.
-    return ResourceValidationArgs(
-        resource.type,
-        deserialize_properties(resource.inputs),
-        resource.urn,
-        resource.name,
-        options(resource.protect),
-        None,
-    )
 
 
 def resource_violations(
