@@ -46,8 +46,14 @@ def cfg(stack: str) -> StackConfig:
 
 @pytest.fixture
 def recording(stack: str) -> mocked.Recording:
-    # One run per stack per session: the program is deterministic and tests only read the recording. Not while
-    # mutmut records which tests reach which function (./bin/mutation): each test must run the program itself.
+    return recorded(stack)
+
+
+def recorded(stack: str) -> mocked.Recording:
+    """The stack file's run, once per stack per session: the program is deterministic and tests only read it.
+
+    Not while mutmut records which tests reach which function (./bin/mutation): each test runs the program itself.
+    """
     if os.environ.get("MUTANT_UNDER_TEST") == "stats":
         return record(stack)
     if stack not in _RECORDINGS:

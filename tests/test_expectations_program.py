@@ -13,7 +13,7 @@ import pytest
 
 from stacks import mocked
 from stacks.plan import describe
-from tests.conftest import record
+from tests.conftest import record, recorded
 from tests.expectations import ABSENT, Contains, Lacks, Row, both, mismatches
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -36,7 +36,7 @@ PROVIDERS = (
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_each_resource_uses_the_stacks_provider(stack: str) -> None:
-    recording = record(stack)
+    recording = recorded(stack)
     wrong = [
         f"{r.type}::{r.name} uses {provider_of(r)}"
         for r in recording.resources
@@ -93,6 +93,26 @@ WIRING: list[Row] = [
     both(
         '["vault:kubernetes/authBackendRole:AuthBackendRole::redis-role"].parent',
         "blinkchamber:identity:VaultAccess::vault",
+    ),
+    # Each component's type token is part of every child's URN: a changed token replaces them all.
+    both('["vault:index/policy:Policy::ci-deploy"].parent', "blinkchamber:identity:CiAccess::ci"),
+    both('["kubernetes:core/v1:Namespace::envoy-gateway-system"].parent', "blinkchamber:identity:Edge::edge"),
+    both('["kubernetes:apps/v1:Deployment::event-relay"].parent', "blinkchamber:identity:EventRelay::event-relay"),
+    both(
+        '["kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy::zitadel-jwt-claims"].parent',
+        "blinkchamber:identity:ZitadelRoutePolicies::zitadel-route-policies",
+    ),
+    *(
+        both(f'["blinkchamber:identity:{component}"].parent', "")
+        for component in (
+            "CiAccess::ci",
+            "Edge::edge",
+            "EventRelay::event-relay",
+            "RedisSentinel::redis",
+            "VaultAccess::vault",
+            "Zitadel::zitadel",
+            "ZitadelRoutePolicies::zitadel-route-policies",
+        )
     ),
     # The Redis pods' Vault agent needs its namespace, role, policy and secret before the first pod starts.
     *(
@@ -157,7 +177,7 @@ WIRING: list[Row] = [
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_wiring(stack: str) -> None:
-    assert mismatches(describe(record(stack)).resources, WIRING, stack) == []
+    assert mismatches(describe(recorded(stack)).resources, WIRING, stack) == []
 
 
 OUTPUTS: list[Row] = [
@@ -204,7 +224,7 @@ OUTPUTS: list[Row] = [
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stack_outputs(stack: str) -> None:
-    recording = record(stack)
+    recording = recorded(stack)
     assert mismatches(describe(recording).outputs, OUTPUTS, stack) == []
     assert [name for name, output in recording.outputs.items() if output.secret] == []
 

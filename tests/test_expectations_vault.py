@@ -16,7 +16,7 @@ from stacks import mocked
 from stacks.defaults import deep_merge
 from stacks.plan import describe
 from stacks.stackfile import read_stack_config
-from tests.conftest import PROJECT_DIR, record
+from tests.conftest import PROJECT_DIR, recorded
 from tests.expectations import ABSENT, Row, both, mismatches
 
 RANDOM = '["random:index/randomPassword:RandomPassword::{}"]'
@@ -95,7 +95,7 @@ VAULT: list[Row] = [
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_vault_resources(stack: str) -> None:
-    assert mismatches(describe(record(stack)).resources, VAULT, stack) == []
+    assert mismatches(describe(recorded(stack)).resources, VAULT, stack) == []
 
 
 def kv_data(recording: mocked.Recording, name: str) -> dict[str, Any]:
@@ -108,14 +108,14 @@ def kv_data(recording: mocked.Recording, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_kv_secrets_hold_the_generated_values_under_the_keys_the_templates_read(stack: str) -> None:
-    recording = record(stack)
+    recording = recorded(stack)
     assert kv_data(recording, "redis") == {"password": mocked.mock_secret_value("redis-password")}
     assert kv_data(recording, "zitadel") == {"masterkey": mocked.mock_secret_value("zitadel-masterkey")}
 
 
 def test_dev_writes_the_bundled_postgres_dsn() -> None:
     admin = mocked.mock_secret_value("postgres-admin-password")
-    assert kv_data(record("dev"), "zitadel-database") == {
+    assert kv_data(recorded("dev"), "zitadel-database") == {
         "dsn": f"postgresql://postgres:{admin}@zitadel-postgresql.zitadel.svc.cluster.local:5432/zitadel?sslmode=disable"
     }
 

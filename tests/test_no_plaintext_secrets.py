@@ -17,7 +17,7 @@ from stacks import mocked
 from stacks.loader import StackConfigError, load
 from stacks.plan import describe, write_plan
 from stacks.stackfile import parse_stack_config
-from tests.conftest import PROJECT_DIR, record
+from tests.conftest import PROJECT_DIR, recorded
 
 
 def plain_text(value: Any) -> str:
@@ -43,7 +43,7 @@ def leaks(text: str, recording: mocked.Recording) -> list[str]:
     ],
 )
 def test_the_leak_checks_look_for_every_generated_secret(stack: str, generated: list[str]) -> None:
-    recording = record(stack)
+    recording = recorded(stack)
     randoms = recording.by_type("random:index/randomPassword:RandomPassword")
     assert sorted(r.name for r in randoms) == generated
     assert sorted(recording.generated_secrets) == sorted(mocked.mock_secret_value(name) for name in generated)

@@ -11,7 +11,7 @@ import pytest
 from stacks import mocked
 from stacks.plan import mask
 from tests import test_expectations_redis, test_expectations_zitadel
-from tests.conftest import record
+from tests.conftest import recorded
 from tests.expectations import mismatches
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -19,7 +19,7 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_the_releases_carry_the_expected_values(stack: str) -> None:
-    recording = record(stack)
+    recording = recorded(stack)
     redis = mask(recording.one(RELEASE, "redis").inputs["values"])
     zitadel = mask(recording.one(RELEASE, "zitadel").inputs["values"])
     assert mismatches(redis, test_expectations_redis.VALUES, stack) == []
@@ -47,7 +47,7 @@ def test_the_releases_carry_the_expected_values(stack: str) -> None:
 def test_only_the_masterkey_and_the_stateful_objects_are_protected(stack: str, protected: list[str]) -> None:
     # A protected Redis password would block its own rotation; an unprotected masterkey can be deleted by an `up`,
     # and an unprotected namespace or Redis release takes the volumes with it.
-    recording = record(stack)
+    recording = recorded(stack)
     assert sorted(f"{r.type}::{r.name}" for r in recording.resources if r.protect) == protected
 
 
@@ -58,7 +58,7 @@ def depends_on(recording: mocked.Recording, type_: str, name: str) -> set[str]:
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_secrets_are_written_after_their_values_exist(stack: str) -> None:
-    recording = record(stack)
+    recording = recorded(stack)
     secret = "vault:kv/secretV2:SecretV2"
     assert "random:index/randomPassword:RandomPassword::redis-password" in depends_on(recording, secret, "redis")
     assert "random:index/randomPassword:RandomPassword::zitadel-masterkey" in depends_on(recording, secret, "zitadel")
@@ -67,7 +67,7 @@ def test_secrets_are_written_after_their_values_exist(stack: str) -> None:
 
 
 def test_dev_roles_wait_for_the_auth_backend_they_live_in() -> None:
-    recording = record("dev")
+    recording = recorded("dev")
     backend = {
         "vault:index/authBackend:AuthBackend::kubernetes",
         "vault:kubernetes/authBackendConfig:AuthBackendConfig::kubernetes",
