@@ -1,4 +1,4 @@
-"""BlinkChamber identity tier: read the stack's typed configuration and compose the components."""
+"""BlinkChamber identity tier: read the stack's typed configuration, compose the components, export."""
 
 from pathlib import Path
 
@@ -6,13 +6,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_vault as vault
 
-from components import ownership
+from components import wiring
 from components.ci_access import CiAccess
 from components.edge import Edge, ZitadelRoutePolicies
 from components.event_relay import EventRelay
 from components.redis import RedisSentinel
 from components.vault import VaultAccess
 from components.zitadel import Zitadel
+from components.zitadel_database import BundledPostgres
 from stacks import names
 from stacks.loader import load_from_pulumi
 from stacks.siblings import require_own_vault_names
@@ -22,57 +23,76 @@ from stacks.siblings import require_own_vault_names
 cfg = load_from_pulumi()
 require_own_vault_names(cfg, Path(__file__).resolve().parent)
 vault_names = names.VaultNames.of(cfg)
+secret_config = pulumi.Config(names.PROJECT)
 
 vault_provider = vault.Provider(
     "vault",
     address=cfg.vault.address,
     # Without vaultToken the provider reads VAULT_TOKEN (or the token helper) itself.
-    token=pulumi.Config(names.PROJECT).get_secret("vaultToken"),
+    token=secret_config.get_secret("vaultToken"),
     # The provider's child token must outlive the Helm releases' waits (a rule checks it).
     max_lease_ttl_seconds=cfg.vault.provider_token_ttl_seconds,
 )
-k8s_provider = k8s.Provider("kubernetes", **ownership.provider_args(cfg))
+k8s_provider = k8s.Provider("kubernetes", **wiring.cluster_target(cfg).provider_args())
+in_cluster = pulumi.ResourceOptions(providers={"kubernetes": k8s_provider})
 
-vault_access = VaultAccess("vault", cfg, provider=vault_provider)
+# ZITADEL's DSN, which the Vault component stores: the bundled Postgres's (dev), or the postgresDsn secret; with
+# neither, an existing Vault secret that the stack only reads.
+postgres_args = wiring.bundled_postgres_args(cfg)
+postgres = (
+    BundledPostgres(postgres_args, former_parent=wiring.former_postgres_parent()) if postgres_args is not None else None
+)
+database_dsn: pulumi.Input[str] | None = None
+if postgres is not None:
+    database_dsn = postgres.dsn
+elif cfg.zitadel.database.dsn_from_config:
+    database_dsn = secret_config.require_secret("postgresDsn")
+
+vault_access = VaultAccess(
+    wiring.VAULT_ACCESS, wiring.vault_access_args(cfg), provider=vault_provider, database_dsn=database_dsn
+)
 if cfg.vault.ci.enabled:
-    CiAccess("ci", cfg, provider=vault_provider)
+    CiAccess("ci", wiring.ci_access_args(cfg), provider=vault_provider)
 redis = RedisSentinel(
     "redis",
-    cfg,
-    vault_access=vault_access.redis_access,
+    wiring.redis_args(cfg),
+    vault_objects_ready=vault_access.redis_access,
     password_version=vault_access.redis_password_version,
-    opts=pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}),
+    opts=in_cluster,
 )
-edge = Edge(
-    "edge",
-    cfg,
-    redis_password=vault_access.redis_password,
-    opts=pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}),
-)
+edge = Edge("edge", wiring.edge_args(cfg), redis_password=vault_access.redis_password, opts=in_cluster)
 zitadel = Zitadel(
     "zitadel",
-    cfg,
-    vault_access=vault_access,
-    redis=[redis.release],
-    gateway=[edge.release],
-    opts=pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}),
+    wiring.zitadel_args(cfg),
+    masterkey=vault_access.masterkey,
+    redis_password_version=vault_access.redis_password_version,
+    database_checked=vault_access.database_preflight,
+    postgres=postgres,
+    vault_objects_ready=vault_access.zitadel_access,
+    redis_ready=[redis.release],
+    gateway_ready=[edge.release],
+    opts=in_cluster,
 )
 ZitadelRoutePolicies(
     "zitadel-route-policies",
-    cfg,
-    after=[edge.release, zitadel.namespace],
-    opts=pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}),
+    wiring.zitadel_route_policies_args(cfg),
+    crds_ready=[edge.release],
+    namespace_ready=[zitadel.namespace],
+    opts=in_cluster,
 )
 
 if cfg.events.relay.enabled:
     EventRelay(
         "event-relay",
-        cfg,
+        wiring.event_relay_args(cfg),
         vault_provider=vault_provider,
-        vault_access=vault_access,
+        kv_mount=vault_access.kv_mount,
+        admin_key=secret_config.require_secret("zitadelAdminKey") if cfg.secrets.zitadel_admin_key else None,
+        redis_password_version=vault_access.redis_password_version,
         zitadel_release=zitadel.release,
-        redis=[redis.release],
-        opts=pulumi.ResourceOptions(providers={"kubernetes": k8s_provider}),
+        vault_objects_ready=vault_access.relay_access,
+        redis_ready=[redis.release],
+        opts=in_cluster,
     )
 
 pulumi.export("redisMasterAddress", redis.master_address)
@@ -83,9 +103,9 @@ pulumi.export("edgeGateway", {"namespace": cfg.edge.namespace, "name": names.EDG
 pulumi.export(
     "vaultPaths",
     {
-        "redisPassword": vault_access.paths.redis,
-        "zitadelMasterkey": vault_access.paths.masterkey,
-        "zitadelDatabase": vault_access.paths.database,
+        "redisPassword": vault_names.redis_path,
+        "zitadelMasterkey": vault_names.masterkey_path,
+        "zitadelDatabase": vault_names.database_path,
     },
 )
 pulumi.export("vaultRoles", {"redis": vault_names.redis_role, "zitadel": vault_names.zitadel_role})

@@ -29,6 +29,7 @@ from typing import Any, cast
 import redis
 
 from components.event_relay import relay_document
+from components.wiring import event_relay_args
 from relay.bridge import Bridge
 from relay.events import entry_fields, parse_event, parse_timestamp
 from relay.metrics import Metrics
@@ -76,7 +77,7 @@ class Run:
 
     def settings(self, api: StandInEventApi | ForkedServer, **source: Any) -> Settings:
         doc = local_relay_document(
-            relay_document(self.cfg),
+            relay_document(event_relay_args(self.cfg)),
             api=api,
             instance_host=self.cfg.zitadel.external_domain,
             sentinel_ports=[s.port for s in self.bed.sentinels],

@@ -25,9 +25,9 @@ from typing import Any
 import pulumi
 import pulumi_vault as vault
 
-from components.vault import pod_roles
+from components.vault import PodRole
 from stacks import names
-from stacks.config import StackConfig
+from stacks.config import VaultCi, VaultConfig
 
 #: Every operation on an object the stack owns; ``list`` is never granted.
 _OWN = ("create", "read", "update", "delete")
@@ -44,17 +44,23 @@ class Grant:
     allowed_parameters: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
 
-def deploy_grants(cfg: StackConfig) -> list[Grant]:
+@dataclass(frozen=True)
+class CiAccessArgs:
+    """What the workflows' identity covers: the Vault section (its ``ci`` login, the mounts and backends the stack
+    manages), the stack's names in Vault, the pods' roles and the secrets the stack writes."""
+
+    vault: VaultConfig
+    names: names.VaultNames
+    pods: Sequence[PodRole]
+    #: The KV secrets (names inside the mount) the stack writes.
+    written_secrets: Sequence[str]
+
+
+def deploy_grants(args: CiAccessArgs) -> list[Grant]:
     """What the provider does for this stack, path by path."""
-    n = names.VaultNames.of(cfg)
-    v, db = cfg.vault, cfg.zitadel.database
+    n, v = args.names, args.vault
     grants = [Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login")]
-    written = [n.redis_secret, n.masterkey_secret]
-    if db.mode == "bundled" or db.dsn_from_config:
-        written.append(n.database_secret)
-    if cfg.events.relay.enabled:
-        written.append(n.relay_secret)
-    grants += [Grant(n.kv_path(secret), _OWN, "a secret the stack writes") for secret in written]
+    grants += [Grant(n.kv_path(secret), _OWN, "a secret the stack writes") for secret in args.written_secrets]
     if n.external_database is not None:
         grants.append(
             Grant(
@@ -63,7 +69,7 @@ def deploy_grants(cfg: StackConfig) -> list[Grant]:
                 "the preflight: the DSN's keys, never its value",
             )
         )
-    for pod in pod_roles(cfg):
+    for pod in args.pods:
         grants.append(Grant(f"sys/policies/acl/{pod.policy}", _OWN, f"the policy of {pod.service_account}'s pods"))
         grants.append(
             Grant(
@@ -100,13 +106,12 @@ def deploy_grants(cfg: StackConfig) -> list[Grant]:
     return grants
 
 
-def preview_grants(cfg: StackConfig) -> list[Grant]:
+def preview_grants(n: names.VaultNames) -> list[Grant]:
     """What ``pulumi preview`` asks of Vault, and nothing else: it writes nothing and reads no secret's value.
 
     A preview without ``--refresh`` reads no resource back; the provider only makes its child token (which can hold
     only this policy) and runs the program's invokes: the preflight's ``subkeys`` of an external DSN.
     """
-    n = names.VaultNames.of(cfg)
     grants = [Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login")]
     if n.external_database is not None:
         path = f"{n.kv_mount}/subkeys/{n.external_database[0]}"
@@ -129,17 +134,16 @@ def render_policy(grants: Sequence[Grant]) -> str:
     return "".join(blocks)
 
 
-def deploy_policy(cfg: StackConfig) -> str:
-    return render_policy(deploy_grants(cfg))
+def deploy_policy(args: CiAccessArgs) -> str:
+    return render_policy(deploy_grants(args))
 
 
-def preview_policy(cfg: StackConfig) -> str:
-    return render_policy(preview_grants(cfg))
+def preview_policy(n: names.VaultNames) -> str:
+    return render_policy(preview_grants(n))
 
 
-def _repository_claims(cfg: StackConfig) -> dict[str, str]:
+def _repository_claims(ci: VaultCi) -> dict[str, str]:
     # The IDs as well as the name: a deleted or renamed repository's name can be registered again by anyone.
-    ci = cfg.vault.ci
     return {
         "repository": ci.repository,
         "repository_id": ci.repository_id,
@@ -147,21 +151,20 @@ def _repository_claims(cfg: StackConfig) -> dict[str, str]:
     }
 
 
-def bound_claims(cfg: StackConfig) -> dict[str, str]:
+def bound_claims(ci: VaultCi) -> dict[str, str]:
     """The claims a deploy job's GitHub token must carry; a list is comma-separated, as the provider sends it."""
-    ci = cfg.vault.ci
-    claims = {**_repository_claims(cfg), "environment": ci.environment}
+    claims = {**_repository_claims(ci), "environment": ci.environment}
     if ci.refs:
         claims["ref"] = ",".join(ci.refs)
     return claims
 
 
-def preview_bound_claims(cfg: StackConfig) -> dict[str, str]:
+def preview_bound_claims(ci: VaultCi) -> dict[str, str]:
     """The claims a preview job's token must carry: the repository, the previews' own environment, its events."""
-    preview = cfg.vault.ci.preview
+    preview = ci.preview
     if preview is None:
-        raise ValueError(f"stack {cfg.stack!r} declares no preview role")
-    claims = {**_repository_claims(cfg), "environment": preview.environment}
+        raise ValueError("no preview role declared (vault.ci.preview)")
+    claims = {**_repository_claims(ci), "environment": preview.environment}
     if preview.event_names:
         claims["event_name"] = ",".join(preview.event_names)
     if preview.refs:
@@ -177,11 +180,11 @@ class CiAccess(pulumi.ComponentResource):
     """The JWT backend (when the stack manages it), the deploy policy and the role of the stack's GitHub environment."""
 
     def __init__(
-        self, name: str, cfg: StackConfig, *, provider: vault.Provider, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: CiAccessArgs, *, provider: vault.Provider, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("blinkchamber:identity:CiAccess", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
-        n, ci = names.VaultNames.of(cfg), cfg.vault.ci
+        n, ci = args.names, args.vault.ci
         after: list[pulumi.Resource] = []
         if ci.manage_backend:
             jwt = vault.jwt.AuthBackend(
@@ -195,29 +198,28 @@ class CiAccess(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
             )
             after.append(jwt)
-        policy = vault.Policy(names.CI_VAULT_POLICY, name=n.ci_policy, policy=deploy_policy(cfg), opts=child)
-        self.role = self._role(names.CI_VAULT_ROLE, cfg, n.ci_role, bound_claims(cfg), policy, after, child)
+        policy = vault.Policy(names.CI_VAULT_POLICY, name=n.ci_policy, policy=deploy_policy(args), opts=child)
+        self.role = self._role(names.CI_VAULT_ROLE, ci, n.ci_role, bound_claims(ci), policy, after, child)
         outputs = {"role": n.ci_role, "authPath": ci.auth_path}
         if ci.preview is not None:
             read_only = vault.Policy(
-                names.CI_PREVIEW_POLICY, name=n.ci_preview_policy, policy=preview_policy(cfg), opts=child
+                names.CI_PREVIEW_POLICY, name=n.ci_preview_policy, policy=preview_policy(n), opts=child
             )
-            claims = preview_bound_claims(cfg)
-            self._role(names.CI_PREVIEW_ROLE, cfg, n.ci_preview_role, claims, read_only, after, child)
+            claims = preview_bound_claims(ci)
+            self._role(names.CI_PREVIEW_ROLE, ci, n.ci_preview_role, claims, read_only, after, child)
             outputs["previewRole"] = n.ci_preview_role
         self.register_outputs(outputs)
 
     @staticmethod
     def _role(
         resource_name: str,
-        cfg: StackConfig,
+        ci: VaultCi,
         role_name: str,
         claims: dict[str, str],
         policy: vault.Policy,
         after: list[pulumi.Resource],
         child: pulumi.ResourceOptions,
     ) -> vault.jwt.AuthBackendRole:
-        ci = cfg.vault.ci
         return vault.jwt.AuthBackendRole(
             resource_name,
             backend=ci.auth_path,

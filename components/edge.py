@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -18,19 +19,39 @@ import pulumi_kubernetes as k8s
 
 from components import edge_objects, ownership
 from components.helm import chart_args
-from components.isolation import pod_security_labels
+from components.peers import ClusterNetwork, ZitadelEndpoint
 from stacks import names
-from stacks.config import StackConfig
+from stacks.config import EdgeConfig, EdgeRateLimit
 
 #: envoyproxy/ratelimit's Redis client mode (``src/settings/settings.go``: ``REDIS_TYPE``).
 REDIS_TYPE_SENTINEL = "sentinel"
 
 
-def sentinel_url(cfg: StackConfig) -> str:
+@dataclass(frozen=True)
+class EdgeArgs:
+    """What the edge needs: its own configuration section, and where ZITADEL and the Redis sentinels are."""
+
+    edge: EdgeConfig
+    #: The Gateway's host name, and the namespace whose routes may attach (and whose pods the proxies reach).
+    zitadel: ZitadelEndpoint
+    #: ``host:port`` of every Sentinel of the Redis set: the ratelimit service keeps its counters there.
+    sentinels: tuple[str, ...]
+    cluster: ClusterNetwork
+    namespaces: ownership.NamespacePolicy
+
+
+@dataclass(frozen=True)
+class ZitadelRoutePoliciesArgs:
+    """The edge's policies on ZITADEL's routes: the JWT claim copy and the rate limits, in ZITADEL's namespace."""
+
+    edge: EdgeConfig
+    zitadel: ZitadelEndpoint
+
+
+def sentinel_url(sentinels: Sequence[str]) -> str:
     """``<master set>,<sentinel>:26379,...``: every Sentinel of the Redis release, and no ``/db`` (Sentinel mode
     cannot select a DB, and radix would send the ``SELECT`` to a Sentinel, which refuses it)."""
-    addresses = names.sentinel_addresses(cfg.kubernetes.cluster_domain, cfg.redis.nodes)
-    return ",".join([names.SENTINEL_MASTER_SET, *addresses])
+    return ",".join([names.SENTINEL_MASTER_SET, *sentinels])
 
 
 def _from_secret(variable: str) -> dict[str, Any]:
@@ -42,9 +63,8 @@ def _from_secret(variable: str) -> dict[str, Any]:
     }
 
 
-def rate_limit_env(cfg: StackConfig) -> list[dict[str, Any]]:
+def rate_limit_env(limits: EdgeRateLimit) -> list[dict[str, Any]]:
     """What Envoy Gateway does not set on the ratelimit container (it sets ``REDIS_URL``, ``REDIS_SOCKET_TYPE``)."""
-    limits = cfg.edge.rate_limit
     return [
         {"name": "REDIS_TYPE", "value": REDIS_TYPE_SENTINEL},
         # Master and replicas; the chart's auth.sentinel gives the sentinels the same password.
@@ -62,12 +82,12 @@ def password_digest(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()[:16]
 
 
-def edge_values(cfg: StackConfig, password_digest: pulumi.Input[str]) -> dict[str, Any]:
+def edge_values(args: EdgeArgs, password_digest: pulumi.Input[str]) -> dict[str, Any]:
     """The Envoy Gateway chart values; ``password_digest`` is ``password_digest(<the Redis password>)``."""
-    edge = cfg.edge
+    edge = args.edge
     limits = edge.rate_limit
     return {
-        "kubernetesClusterDomain": cfg.kubernetes.cluster_domain,
+        "kubernetesClusterDomain": args.cluster.domain,
         "deployment": {"envoyGateway": {"resources": edge.resources.controller.as_k8s()}},
         "certgen": {"job": {"resources": edge.resources.certgen.as_k8s()}},
         # Zone labels on proxy pods, through a webhook the API server would call: unused here, and one flow less.
@@ -75,7 +95,7 @@ def edge_values(cfg: StackConfig, password_digest: pulumi.Input[str]) -> dict[st
         "config": {
             "envoyGateway": {
                 "rateLimit": {
-                    "backend": {"type": "Redis", "redis": {"url": sentinel_url(cfg)}},
+                    "backend": {"type": "Redis", "redis": {"url": sentinel_url(args.sentinels)}},
                     "failClosed": limits.fail_closed,
                     "timeout": limits.timeout,
                 },
@@ -84,7 +104,10 @@ def edge_values(cfg: StackConfig, password_digest: pulumi.Input[str]) -> dict[st
                     "kubernetes": {
                         "rateLimitDeployment": {
                             "replicas": edge.rate_limit_replicas,
-                            "container": {"env": rate_limit_env(cfg), "resources": edge.resources.rate_limit.as_k8s()},
+                            "container": {
+                                "env": rate_limit_env(limits),
+                                "resources": edge.resources.rate_limit.as_k8s(),
+                            },
                             "pod": {"annotations": {names.RATE_LIMIT_PASSWORD_DIGEST_ANNOTATION: password_digest}},
                         }
                     },
@@ -111,15 +134,15 @@ class Edge(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: EdgeArgs,
         *,
         redis_password: pulumi.Output[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("blinkchamber:identity:Edge", name, None, opts)
-        edge = cfg.edge
+        edge = args.edge
         child = pulumi.ResourceOptions(parent=self)
-        namespace = ownership.namespace(edge.namespace, cfg, labels=pod_security_labels(cfg), parent=self)
+        namespace = ownership.namespace(edge.namespace, args.namespaces, parent=self)
         network_policies = [
             k8s.networking.v1.NetworkPolicy(
                 policy["metadata"]["name"],
@@ -127,7 +150,9 @@ class Edge(pulumi.ComponentResource):
                 spec=policy["spec"],
                 opts=child,
             )
-            for policy in edge_objects.edge_network_policies(cfg)
+            for policy in edge_objects.edge_network_policies(
+                edge, zitadel_namespace=args.zitadel.namespace, cluster=args.cluster
+            )
         ]
         secret = k8s.core.v1.Secret(
             names.RATE_LIMIT_REDIS_SECRET,
@@ -143,7 +168,7 @@ class Edge(pulumi.ComponentResource):
             names.EDGE_RELEASE,
             name=names.EDGE_RELEASE,
             namespace=namespace.metadata.name,
-            values=edge_values(cfg, digest),
+            values=edge_values(args, digest),
             atomic=True,
             timeout=600,
             **chart_args(edge.chart),
@@ -151,16 +176,17 @@ class Edge(pulumi.ComponentResource):
         )
         # The CRDs come with the release.
         after_release = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
-        proxy_config = _custom_resource(edge_objects.envoy_proxy(cfg), after_release)
+        proxy_config = _custom_resource(edge_objects.envoy_proxy(edge), after_release)
         gateway_class = _custom_resource(
-            edge_objects.gateway_class(cfg),
+            edge_objects.gateway_class(edge),
             pulumi.ResourceOptions(parent=self, depends_on=[self.release, proxy_config]),
         )
         self.gateway = _custom_resource(
-            edge_objects.gateway(cfg), pulumi.ResourceOptions(parent=self, depends_on=[self.release, gateway_class])
+            edge_objects.gateway(edge, args.zitadel),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.release, gateway_class]),
         )
         self.client_traffic_policy = _custom_resource(
-            edge_objects.client_traffic_policy(cfg),
+            edge_objects.client_traffic_policy(edge),
             pulumi.ResourceOptions(parent=self, depends_on=[self.release, self.gateway]),
         )
         self.register_outputs({"gateway": f"{edge.namespace}/{names.EDGE_GATEWAY}"})
@@ -172,16 +198,17 @@ class ZitadelRoutePolicies(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: ZitadelRoutePoliciesArgs,
         *,
-        after: Sequence[pulumi.Resource],
+        crds_ready: Sequence[pulumi.Resource],
+        namespace_ready: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("blinkchamber:identity:ZitadelRoutePolicies", name, None, opts)
         # After the CRDs (the gateway release) and ZITADEL's namespace; a policy may precede the routes it targets.
-        options = pulumi.ResourceOptions(parent=self, depends_on=list(after))
-        documents = [edge_objects.backend_traffic_policy(cfg)]
-        if cfg.edge.jwt.enabled:
-            documents.insert(0, edge_objects.security_policy(cfg))
+        options = pulumi.ResourceOptions(parent=self, depends_on=[*crds_ready, *namespace_ready])
+        documents = [edge_objects.backend_traffic_policy(args.edge, args.zitadel)]
+        if args.edge.jwt.enabled:
+            documents.insert(0, edge_objects.security_policy(args.edge, args.zitadel))
         self.policies = [_custom_resource(document, options) for document in documents]
         self.register_outputs({})

@@ -8,12 +8,14 @@ chart. Field names are Envoy Gateway v1.9.0's (``api/v1alpha1``) and Gateway API
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from components import edge_pods
 from components.isolation import DNS_PORT, LOGIN_LABELS, LOGIN_PORT, REDIS_LABELS, SERVER_LABELS, ZITADEL_PORT
+from components.peers import ClusterNetwork, ZitadelEndpoint
 from stacks import names
-from stacks.config import RateLimitRule, StackConfig
+from stacks.config import EdgeConfig, EdgeListener, RateLimitRule
 
 GATEWAY_API: Final = "gateway.networking.k8s.io"
 GATEWAY_API_VERSION: Final = f"{GATEWAY_API}/v1"
@@ -32,21 +34,32 @@ def _document(api_version: str, kind: str, name: str, namespace: str | None, spe
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec}
 
 
-def listener_name(cfg: StackConfig) -> str:
-    return "https" if cfg.edge.listener.tls_secret_name else "http"
+def listener_name(listener: EdgeListener) -> str:
+    return "https" if listener.tls_secret_name else "http"
 
 
-def route_parent_refs(cfg: StackConfig) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class GatewayListener:
+    """The stack's Gateway as a route names it: its namespace and its one listener."""
+
+    namespace: str
+    section_name: str
+
+    @staticmethod
+    def of(edge: EdgeConfig) -> GatewayListener:
+        return GatewayListener(edge.namespace, listener_name(edge.listener))
+
+
+def route_parent_refs(gateway: GatewayListener) -> list[dict[str, Any]]:
     """What ZITADEL's routes attach to: the stack's Gateway, its one listener."""
-    return [{"name": names.EDGE_GATEWAY, "namespace": cfg.edge.namespace, "sectionName": listener_name(cfg)}]
+    return [{"name": names.EDGE_GATEWAY, "namespace": gateway.namespace, "sectionName": gateway.section_name}]
 
 
 # --- the gateway ------------------------------------------------------------------------------------------------------
 
 
-def envoy_proxy(cfg: StackConfig) -> dict[str, Any]:
+def envoy_proxy(edge: EdgeConfig) -> dict[str, Any]:
     """The data plane's settings: replicas, resources (the shutdown-manager's only through a patch), the Service."""
-    edge = cfg.edge
     deployment: dict[str, Any] = {
         "replicas": edge.proxy_replicas,
         "container": {"resources": edge.resources.proxy.as_k8s()},
@@ -76,46 +89,45 @@ def envoy_proxy(cfg: StackConfig) -> dict[str, Any]:
     return _document(ENVOY_GATEWAY_API_VERSION, "EnvoyProxy", names.EDGE_PROXY_CONFIG, edge.namespace, spec)
 
 
-def gateway_class(cfg: StackConfig) -> dict[str, Any]:
+def gateway_class(edge: EdgeConfig) -> dict[str, Any]:
     spec = {
         "controllerName": names.EDGE_CONTROLLER_NAME,
         "parametersRef": {
             "group": ENVOY_GATEWAY_API,
             "kind": "EnvoyProxy",
             "name": names.EDGE_PROXY_CONFIG,
-            "namespace": cfg.edge.namespace,
+            "namespace": edge.namespace,
         },
     }
     return _document(GATEWAY_API_VERSION, "GatewayClass", names.EDGE_GATEWAY_CLASS, None, spec)
 
 
-def gateway(cfg: StackConfig) -> dict[str, Any]:
+def gateway(edge: EdgeConfig, zitadel: ZitadelEndpoint) -> dict[str, Any]:
     """One listener for ``zitadel.externalDomain``; only routes in ZITADEL's namespace may attach."""
     listener: dict[str, Any] = {
-        "name": listener_name(cfg),
-        "protocol": "HTTPS" if cfg.edge.listener.tls_secret_name else "HTTP",
-        "port": cfg.edge.listener.port,
-        "hostname": cfg.zitadel.external_domain,
+        "name": listener_name(edge.listener),
+        "protocol": "HTTPS" if edge.listener.tls_secret_name else "HTTP",
+        "port": edge.listener.port,
+        "hostname": zitadel.external_domain,
         "allowedRoutes": {
             "namespaces": {
                 "from": "Selector",
-                "selector": {"matchLabels": {"kubernetes.io/metadata.name": cfg.zitadel.namespace}},
+                "selector": {"matchLabels": {"kubernetes.io/metadata.name": zitadel.namespace}},
             },
             "kinds": [{"group": GATEWAY_API, "kind": "HTTPRoute"}, {"group": GATEWAY_API, "kind": "GRPCRoute"}],
         },
     }
-    if cfg.edge.listener.tls_secret_name:
+    if edge.listener.tls_secret_name:
         listener["tls"] = {
             "mode": "Terminate",
-            "certificateRefs": [{"group": "", "kind": "Secret", "name": cfg.edge.listener.tls_secret_name}],
+            "certificateRefs": [{"group": "", "kind": "Secret", "name": edge.listener.tls_secret_name}],
         }
     spec = {"gatewayClassName": names.EDGE_GATEWAY_CLASS, "listeners": [listener]}
-    return _document(GATEWAY_API_VERSION, "Gateway", names.EDGE_GATEWAY, cfg.edge.namespace, spec)
+    return _document(GATEWAY_API_VERSION, "Gateway", names.EDGE_GATEWAY, edge.namespace, spec)
 
 
-def client_traffic_policy(cfg: StackConfig) -> dict[str, Any]:
+def client_traffic_policy(edge: EdgeConfig) -> dict[str, Any]:
     """On the Gateway: who the client is, and no client-sent claim headers (removed before the JWT filter runs)."""
-    edge = cfg.edge
     spec: dict[str, Any] = {
         "targetRefs": [{"group": GATEWAY_API, "kind": "Gateway", "name": names.EDGE_GATEWAY}],
         "clientIPDetection": {"xForwardedFor": {"numTrustedHops": edge.client_ip_detection.xff_num_trusted_hops}},
@@ -140,16 +152,15 @@ API_ROUTES: Final = (("HTTPRoute", names.ZITADEL_HTTP_ROUTE), ("GRPCRoute", name
 ALL_ROUTES: Final = (*API_ROUTES, ("HTTPRoute", names.ZITADEL_LOGIN_ROUTE))
 
 
-def jwks_uri(cfg: StackConfig) -> str:
+def jwks_uri(zitadel: ZitadelEndpoint) -> str:
     """The JWKS address the proxies fetch through the ZITADEL Service: plain HTTP inside the cluster, and the public
     host name in the Host header, which is how ZITADEL finds its instance."""
-    return f"http://{cfg.zitadel.external_domain}{ZITADEL_JWKS_PATH}"
+    return f"http://{zitadel.external_domain}{ZITADEL_JWKS_PATH}"
 
 
-def security_policy(cfg: StackConfig) -> dict[str, Any]:
+def security_policy(edge: EdgeConfig, zitadel: ZitadelEndpoint) -> dict[str, Any]:
     """Copies claims of valid ZITADEL JWTs into headers. ``failOpen``: a request without a JWT, with an opaque token
     or a PAT, or with an invalid JWT passes unchanged (``optional`` alone would reject opaque bearer tokens)."""
-    edge = cfg.edge
     spec = {
         "targetRefs": _route_refs(*API_ROUTES),
         "jwt": {
@@ -157,9 +168,9 @@ def security_policy(cfg: StackConfig) -> dict[str, Any]:
             "providers": [
                 {
                     "name": JWT_PROVIDER,
-                    "issuer": cfg.zitadel.public_url,
+                    "issuer": zitadel.issuer,
                     "remoteJWKS": {
-                        "uri": jwks_uri(cfg),
+                        "uri": jwks_uri(zitadel),
                         "backendRefs": [
                             {
                                 "group": "",
@@ -176,7 +187,7 @@ def security_policy(cfg: StackConfig) -> dict[str, Any]:
             ],
         },
     }
-    return _document(ENVOY_GATEWAY_API_VERSION, "SecurityPolicy", names.EDGE_JWT_POLICY, cfg.zitadel.namespace, spec)
+    return _document(ENVOY_GATEWAY_API_VERSION, "SecurityPolicy", names.EDGE_JWT_POLICY, zitadel.namespace, spec)
 
 
 def path_pattern(prefixes: Sequence[str]) -> str:
@@ -206,13 +217,13 @@ def gateway_rule(rule: RateLimitRule, client_cidr: str | None) -> dict[str, Any]
     return document
 
 
-def backend_traffic_policy(cfg: StackConfig) -> dict[str, Any]:
+def backend_traffic_policy(edge: EdgeConfig, zitadel: ZitadelEndpoint) -> dict[str, Any]:
     spec = {
         "targetRefs": _route_refs(*ALL_ROUTES),
-        "rateLimit": {"global": {"rules": [gateway_rule(rule, cidr) for rule, cidr in cfg.edge.rate_limit.expanded()]}},
+        "rateLimit": {"global": {"rules": [gateway_rule(rule, cidr) for rule, cidr in edge.rate_limit.expanded()]}},
     }
     return _document(
-        ENVOY_GATEWAY_API_VERSION, "BackendTrafficPolicy", names.EDGE_RATE_LIMIT_POLICY, cfg.zitadel.namespace, spec
+        ENVOY_GATEWAY_API_VERSION, "BackendTrafficPolicy", names.EDGE_RATE_LIMIT_POLICY, zitadel.namespace, spec
     )
 
 
@@ -231,44 +242,44 @@ def _namespace(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
 
 
-def _policy(cfg: StackConfig, name: str, pods: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
+def _policy(namespace: str, name: str, pods: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
     types = [kind for kind, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": cfg.edge.namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"podSelector": dict(pods), "policyTypes": types, **rules},
     }
 
 
-def edge_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
+def edge_network_policies(edge: EdgeConfig, *, zitadel_namespace: str, cluster: ClusterNetwork) -> list[dict[str, Any]]:
     """The gateway's namespace: deny all, then the flows of the controller, the proxies and the ratelimit pods."""
-    edge = cfg.edge
     net = edge.network_policy
+    namespace = edge.namespace
     proxies = edge_pods.proxy_labels(edge.namespace)
     monitoring = [_namespace(namespace) for namespace in net.monitoring_namespaces]
     scraped = [{"from": monitoring, "ports": _ports(edge_pods.METRICS_PORT)}] if monitoring else []
     kube_api = [
         {
-            "to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.kubernetes.api_server_cidrs],
+            "to": [{"ipBlock": {"cidr": cidr}} for cidr in cluster.api_server_cidrs],
             "ports": _ports(*net.kube_api_ports),
         }
     ]
     return [
-        _policy(cfg, "edge-default-deny", {}, ingress=[], egress=[]),
+        _policy(namespace, "edge-default-deny", {}, ingress=[], egress=[]),
         _policy(
-            cfg,
+            namespace,
             "edge-dns",
             {},
             egress=[
                 {
-                    "to": [_namespace(cfg.kubernetes.dns_namespace)],
+                    "to": [_namespace(cluster.dns_namespace)],
                     "ports": _ports(DNS_PORT, protocol="UDP") + _ports(DNS_PORT),
                 }
             ],
         ),
         _policy(
-            cfg,
+            namespace,
             "edge-proxies",
             _pods(proxies),
             # Clients, from anywhere (through the load balancer), on the listener's container port.
@@ -276,10 +287,10 @@ def edge_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
             egress=[
                 # ZITADEL's API (and its JWKS) and the login UI.
                 {
-                    "to": [edge_pods.in_namespace(cfg.zitadel.namespace, SERVER_LABELS)],
+                    "to": [edge_pods.in_namespace(zitadel_namespace, SERVER_LABELS)],
                     "ports": _ports(ZITADEL_PORT),
                 },
-                {"to": [edge_pods.in_namespace(cfg.zitadel.namespace, LOGIN_LABELS)], "ports": _ports(LOGIN_PORT)},
+                {"to": [edge_pods.in_namespace(zitadel_namespace, LOGIN_LABELS)], "ports": _ports(LOGIN_PORT)},
                 {
                     "to": [{"podSelector": _pods(edge_pods.CONTROLLER_LABELS)}],
                     "ports": _ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT),
@@ -291,7 +302,7 @@ def edge_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
             ],
         ),
         _policy(
-            cfg,
+            namespace,
             "edge-rate-limit",
             _pods(edge_pods.RATE_LIMIT_LABELS),
             ingress=[
@@ -311,7 +322,7 @@ def edge_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
             ],
         ),
         _policy(
-            cfg,
+            namespace,
             "edge-controller",
             _pods(edge_pods.CONTROLLER_LABELS),
             ingress=[
@@ -327,5 +338,5 @@ def edge_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
             ],
             egress=kube_api,
         ),
-        _policy(cfg, "edge-certgen", _pods(edge_pods.CERTGEN_LABELS), egress=kube_api),
+        _policy(namespace, "edge-certgen", _pods(edge_pods.CERTGEN_LABELS), egress=kube_api),
     ]

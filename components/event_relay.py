@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import pulumi
@@ -21,10 +22,10 @@ import pulumi_vault as vault
 import pulumiverse_zitadel as zitadel
 
 from components.isolation import DNS_PORT, NAMESPACE_NAME_LABEL, SERVER_COMPONENT
-from components.vault import VaultAccess, VaultPaths
+from components.peers import ClusterNetwork, VaultEndpoint, ZitadelEndpoint
 from components.vault_texts import InjectedFile, injector_annotations, secret_value_template
 from stacks import names
-from stacks.config import StackConfig, duration_seconds
+from stacks.config import EventsConfig, duration_seconds
 
 #: The image's user (relay/Dockerfile).
 RELAY_UID: Final = 10001
@@ -50,32 +51,51 @@ _REDIS_PODS: Final = {
 }
 
 
-def instance_name(cfg: StackConfig) -> str:
+@dataclass(frozen=True)
+class EventRelayArgs:
+    """What the bridge needs: its own configuration section, the ZITADEL it reads, the Redis it writes, its Vault
+    agent's login and secrets."""
+
+    events: EventsConfig
+    #: The bridge runs in ZITADEL's namespace, beside the Service it reads the Event API from.
+    zitadel: ZitadelEndpoint
+    #: ``host:port`` of every Sentinel of the Redis set (the list the edge's ratelimit uses too).
+    sentinels: tuple[str, ...]
+    #: The Vault endpoint the pods' agents reach (egress) and the role they log in with.
+    vault: VaultEndpoint
+    vault_role: str
+    #: The KV v2 API paths the agent renders (the Redis password, the bridge's ZITADEL token), and the name of the
+    #: token's secret in the KV mount, which the component writes.
+    redis_password_path: str
+    token_path: str
+    token_secret: str
+    cluster: ClusterNetwork
+
+
+def instance_name(args: EventRelayArgs) -> str:
     """The name in the cursor and dedup keys (prod must set it: a rule); changing it replays every event."""
-    return cfg.events.source.instance or cfg.zitadel.external_domain
+    return args.events.source.instance or args.zitadel.external_domain
 
 
-def sentinel_endpoints(cfg: StackConfig) -> list[list[str | int]]:
-    """Every Sentinel of the Redis release as ``[host, port]`` (redis-py's Sentinel client), from the one list the
-    edge's ratelimit uses too."""
-    addresses = names.sentinel_addresses(cfg.kubernetes.cluster_domain, cfg.redis.nodes)
-    return [[host, int(port)] for host, port in (address.rsplit(":", 1) for address in addresses)]
+def sentinel_endpoints(sentinels: Sequence[str]) -> list[list[str | int]]:
+    """Every Sentinel as ``[host, port]`` (redis-py's Sentinel client)."""
+    return [[host, int(port)] for host, port in (address.rsplit(":", 1) for address in sentinels)]
 
 
-def relay_document(cfg: StackConfig) -> dict[str, Any]:
+def relay_document(args: EventRelayArgs) -> dict[str, Any]:
     """``relay.json``: everything the bridge needs, durations in seconds, credentials only as file paths."""
-    e, domain = cfg.events, cfg.kubernetes.cluster_domain
+    e = args.events
     s, p = e.source, e.publishing
-    zitadel_host = names.service_host(names.ZITADEL_SERVICE, cfg.zitadel.namespace, domain)
+    zitadel_host = names.service_host(names.ZITADEL_SERVICE, args.zitadel.namespace, args.cluster.domain)
     return {
-        "instance": instance_name(cfg),
+        "instance": instance_name(args),
         "zitadel": {
             "url": f"http://{zitadel_host}:{names.ZITADEL_SERVICE_PORT}",
-            "instanceHost": cfg.zitadel.external_domain,
+            "instanceHost": args.zitadel.external_domain,
             "tokenFile": f"{names.VAULT_SECRETS_DIR}/{names.RELAY_PAT_INJECT_NAME}",
         },
         "redis": {
-            "sentinels": sentinel_endpoints(cfg),
+            "sentinels": sentinel_endpoints(args.sentinels),
             "masterSet": names.SENTINEL_MASTER_SET,
             "db": e.db,
             "passwordFile": f"{names.VAULT_SECRETS_DIR}/{names.REDIS_INJECT_NAME}",
@@ -111,35 +131,34 @@ def relay_document(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-def relay_config_text(cfg: StackConfig) -> str:
-    return json.dumps(relay_document(cfg), indent=2, sort_keys=True) + "\n"
+def relay_config_text(args: EventRelayArgs) -> str:
+    return json.dumps(relay_document(args), indent=2, sort_keys=True) + "\n"
 
 
-def injected_files(cfg: StackConfig) -> list[InjectedFile]:
+def injected_files(args: EventRelayArgs) -> list[InjectedFile]:
     """The Redis password and the ZITADEL token, each a bare value (no trailing newline)."""
-    paths = VaultPaths.of(cfg)
     return [
         InjectedFile(
             name=names.REDIS_INJECT_NAME,
-            vault_path=paths.redis,
-            template=secret_value_template(paths.redis, names.REDIS_SECRET_KEY),
+            vault_path=args.redis_password_path,
+            template=secret_value_template(args.redis_password_path, names.REDIS_SECRET_KEY),
         ),
         InjectedFile(
             name=names.RELAY_PAT_INJECT_NAME,
-            vault_path=paths.relay_token,
-            template=secret_value_template(paths.relay_token, names.RELAY_SECRET_KEY),
+            vault_path=args.token_path,
+            template=secret_value_template(args.token_path, names.RELAY_SECRET_KEY),
         ),
     ]
 
 
-def pod_annotations(cfg: StackConfig, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
+def pod_annotations(args: EventRelayArgs, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
     """The injector's annotations, the config digest and the Redis password's KV version (never the value): a new
     password rolls the bridges as it rolls Redis and ZITADEL, and the new pods' agents render the new file."""
     annotations: dict[str, Any] = injector_annotations(
-        role=names.VaultNames.of(cfg).relay_role, auth_path=cfg.vault.kubernetes_auth_path, files=injected_files(cfg)
+        role=args.vault_role, auth_path=args.vault.auth_path, files=injected_files(args)
     )
     # A new relay.json restarts the pods (a ConfigMap change alone would not).
-    annotations["blinkchamber.io/relay-config-sha256"] = hashlib.sha256(relay_config_text(cfg).encode()).hexdigest()
+    annotations["blinkchamber.io/relay-config-sha256"] = hashlib.sha256(relay_config_text(args).encode()).hexdigest()
     if redis_password_version is not None:
         annotations[names.REDIS_PASSWORD_VERSION_ANNOTATION] = redis_password_version
     return annotations
@@ -153,12 +172,12 @@ def _namespace(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
 
 
-def network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
+def network_policies(args: EventRelayArgs) -> list[dict[str, Any]]:
     """The bridge reaches ZITADEL, Redis and its sentinels, Vault and DNS; only Prometheus reaches it. ZITADEL's
     namespace denies everything else already; a second policy lets the bridge into ZITADEL's API."""
     relay = {"matchLabels": dict(LABELS)}
-    metrics_from = [_namespace(n) for n in cfg.events.relay.metrics_namespaces]
-    namespace = cfg.zitadel.namespace
+    metrics_from = [_namespace(n) for n in args.events.relay.metrics_namespaces]
+    namespace = args.zitadel.namespace
 
     def policy(name: str, selector: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
         types = [kind for kind, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
@@ -180,9 +199,9 @@ def network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
                     "to": [{**_namespace(names.REDIS_NAMESPACE), "podSelector": _REDIS_PODS}],
                     "ports": _ports([names.REDIS_PORT, names.SENTINEL_PORT]),
                 },
-                {"to": [_namespace(cfg.vault.namespace)], "ports": _ports([cfg.vault.port])},
+                {"to": [_namespace(args.vault.namespace)], "ports": _ports([args.vault.port])},
                 {
-                    "to": [_namespace(cfg.kubernetes.dns_namespace)],
+                    "to": [_namespace(args.cluster.dns_namespace)],
                     "ports": _ports([DNS_PORT], "UDP") + _ports([DNS_PORT], "TCP"),
                 },
             ],
@@ -195,8 +214,8 @@ def network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
     ]
 
 
-def deployment_spec(cfg: StackConfig, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
-    r = cfg.events.relay
+def deployment_spec(args: EventRelayArgs, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
+    r = args.events.relay
     probe = {"port": names.RELAY_METRICS_PORT}
     container = {
         "name": names.RELAY_NAME,
@@ -229,7 +248,7 @@ def deployment_spec(cfg: StackConfig, redis_password_version: pulumi.Input[str] 
         "replicas": r.replicas,
         "selector": {"matchLabels": dict(LABELS)},
         "template": {
-            "metadata": {"labels": dict(LABELS), "annotations": pod_annotations(cfg, redis_password_version)},
+            "metadata": {"labels": dict(LABELS), "annotations": pod_annotations(args, redis_password_version)},
             "spec": {
                 "serviceAccountName": names.RELAY_SERVICE_ACCOUNT,
                 # The Vault Agent Injector logs in with the pod's token.
@@ -284,22 +303,26 @@ class EventRelay(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: EventRelayArgs,
         *,
         vault_provider: vault.Provider,
-        vault_access: VaultAccess,
+        kv_mount: pulumi.Input[str],
+        admin_key: pulumi.Output[str] | None,
+        redis_password_version: pulumi.Input[str] | None,
         zitadel_release: pulumi.CustomResource,
-        redis: Sequence[pulumi.Resource],
+        vault_objects_ready: Sequence[pulumi.Resource],
+        redis_ready: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``admin_key``: the first instance's admin machine key, when the stack's configuration holds one (else the
+        Secret the chart's setup job writes is read); ``vault_objects_ready``: the bridge's Vault policy and role;
+        ``redis_ready``: the Redis release."""
         super().__init__("blinkchamber:identity:EventRelay", name, None, opts)
-        namespace = cfg.zitadel.namespace
+        namespace = args.zitadel.namespace
         child = pulumi.ResourceOptions(parent=self)
 
         # --- identity in ZITADEL ------------------------------------------------------------------------------------
-        if cfg.secrets.zitadel_admin_key:
-            admin_key: pulumi.Output[str] = pulumi.Config(names.PROJECT).require_secret("zitadelAdminKey")
-        else:
+        if admin_key is None:
             # Read after the release: its setup job writes the Secret. Its ID is unknown until the release exists,
             # so a first preview skips the read instead of failing on a Secret that is not there yet.
             admin_secret = k8s.core.v1.Secret.get(
@@ -308,8 +331,8 @@ class EventRelay(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
             )
             admin_key = pulumi.Output.secret(admin_secret.data.apply(_admin_key))
-        api = cfg.events.relay.admin_api
-        z = cfg.zitadel
+        api = args.events.relay.admin_api
+        z = args.zitadel
         provider = zitadel.Provider(
             "zitadel",
             domain=api.domain or z.external_domain,
@@ -338,8 +361,8 @@ class EventRelay(pulumi.ComponentResource):
         )
         token_secret = vault.kv.SecretV2(
             names.RELAY_SECRET_NAME,
-            mount=vault_access.kv_mount,
-            name=names.VaultNames.of(cfg).relay_secret,
+            mount=kv_mount,
+            name=args.token_secret,
             data_json=_secret_json(token.token),
             opts=pulumi.ResourceOptions(parent=self, provider=vault_provider),
         )
@@ -358,7 +381,7 @@ class EventRelay(pulumi.ComponentResource):
         config_map = k8s.core.v1.ConfigMap(
             names.RELAY_NAME,
             metadata=meta(names.RELAY_NAME),
-            data={names.RELAY_CONFIG_FILE: relay_config_text(cfg)},
+            data={names.RELAY_CONFIG_FILE: relay_config_text(args)},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
         )
         policies = [
@@ -368,12 +391,12 @@ class EventRelay(pulumi.ComponentResource):
                 spec=doc["spec"],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
             )
-            for doc in network_policies(cfg)
+            for doc in network_policies(args)
         ]
         self.deployment = k8s.apps.v1.Deployment(
             names.RELAY_NAME,
             metadata=meta(names.RELAY_NAME),
-            spec=cast(Any, deployment_spec(cfg, vault_access.redis_password_version)),
+            spec=cast(Any, deployment_spec(args, redis_password_version)),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
@@ -381,9 +404,9 @@ class EventRelay(pulumi.ComponentResource):
                     config_map,
                     *policies,
                     token_secret,
-                    *vault_access.relay_access,
+                    *vault_objects_ready,
                     zitadel_release,
-                    *redis,
+                    *redis_ready,
                 ],
             ),
         )
@@ -396,11 +419,11 @@ class EventRelay(pulumi.ComponentResource):
             }),
             opts=child,
         )
-        if cfg.events.relay.replicas > 1:
+        if args.events.relay.replicas > 1:
             k8s.policy.v1.PodDisruptionBudget(
                 names.RELAY_NAME,
                 metadata=meta(names.RELAY_NAME),
                 spec=cast(Any, {"minAvailable": 1, "selector": {"matchLabels": dict(LABELS)}}),
                 opts=child,
             )
-        self.register_outputs({"machineUser": names.RELAY_MACHINE_USER, "instance": instance_name(cfg)})
+        self.register_outputs({"machineUser": names.RELAY_MACHINE_USER, "instance": instance_name(args)})

@@ -1,4 +1,4 @@
-"""Helm release arguments shared by the components."""
+"""Helm release arguments and values shapes shared by the components."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pulumi_kubernetes as k8s
 
-from stacks.config import Chart
+from stacks.config import Chart, Image
 
 
 def chart_args(chart: Chart) -> dict[str, Any]:
@@ -15,3 +15,11 @@ def chart_args(chart: Chart) -> dict[str, Any]:
     if chart.repository:
         args["repository_opts"] = k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository)
     return args
+
+
+def image_values(image: Image, *, registry_apart: bool) -> dict[str, str]:
+    """An image as a chart's values take it: Bitnami charts with the ``registry`` apart (``registry_apart``), the
+    ZITADEL chart with the registry inside ``repository``."""
+    if registry_apart:
+        return {"registry": image.registry, "repository": image.repository, "tag": image.tag}
+    return {"repository": f"{image.registry}/{image.repository}", "tag": image.tag}

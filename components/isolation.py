@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from components import edge_pods
+from components.peers import VaultEndpoint
 from stacks import names
-from stacks.config import StackConfig
+from stacks.config import ZitadelConfig
 
 #: Pod Security admission modes: ``enforce`` rejects a violating pod, ``audit`` and ``warn`` report it.
 POD_SECURITY_MODES: Final = ("enforce", "audit", "warn")
@@ -41,10 +42,10 @@ LOGIN_LABELS: Final = {_NAME: LOGIN_NAME, _INSTANCE: names.ZITADEL_RELEASE}
 REDIS_LABELS: Final = {_NAME: "redis", _INSTANCE: names.REDIS_RELEASE}
 
 
-def pod_security_labels(cfg: StackConfig) -> dict[str, str]:
-    """Enforce "restricted" at the pinned version; audit and warn at the latest one."""
+def pod_security_labels(version: str) -> dict[str, str]:
+    """Enforce "restricted" at the pinned ``version``; audit and warn at the latest one."""
     labels = {f"{_PSA_PREFIX}{mode}": POD_SECURITY_LEVEL for mode in POD_SECURITY_MODES}
-    labels[f"{_PSA_PREFIX}enforce-version"] = cfg.kubernetes.pod_security_version
+    labels[f"{_PSA_PREFIX}enforce-version"] = version
     labels[f"{_PSA_PREFIX}audit-version"] = "latest"
     labels[f"{_PSA_PREFIX}warn-version"] = "latest"
     return labels
@@ -69,48 +70,55 @@ def _zitadel_pods(components: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _policy(cfg: StackConfig, name: str, pod_selector: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
+def _policy(namespace: str, name: str, pod_selector: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
     types = [kind for kind, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": cfg.zitadel.namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"podSelector": dict(pod_selector), "policyTypes": types, **rules},
     }
 
 
-def zitadel_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
-    """ZITADEL's namespace: deny all, then open each flow for the pods that need it (policies add up)."""
-    net = cfg.zitadel.network_policy
+def zitadel_network_policies(
+    zitadel: ZitadelConfig, *, gateway_namespace: str, vault: VaultEndpoint, dns_namespace: str
+) -> list[dict[str, Any]]:
+    """ZITADEL's namespace: deny all, then open each flow for the pods that need it (policies add up).
+
+    ``gateway_namespace`` holds the stack's gateway proxies, the only clients from outside besides
+    ``zitadel.networkPolicy.ingressNamespaces``.
+    """
+    net = zitadel.network_policy
+    namespace = zitadel.namespace
     server = {"matchLabels": dict(SERVER_LABELS)}
     login = {"matchLabels": dict(LOGIN_LABELS)}
     postgres = {"matchLabels": {_NAME: "postgresql", _INSTANCE: names.ZITADEL_RELEASE}}
     # The edge: the stack's gateway proxies, and any further namespace the stack names.
     gateways = [
-        edge_pods.in_namespace(cfg.edge.namespace, edge_pods.proxy_labels(cfg.edge.namespace)),
+        edge_pods.in_namespace(gateway_namespace, edge_pods.proxy_labels(gateway_namespace)),
         *(_namespace(namespace) for namespace in net.ingress_namespaces),
     ]
-    bundled = cfg.zitadel.database.mode == "bundled"
+    bundled = zitadel.database.mode == "bundled"
 
     postgres_peers = [{"podSelector": postgres}] if bundled else _ip_blocks(net.postgres_cidrs)
     postgres_port = names.ZITADEL_POSTGRES_PORT if bundled else net.postgres_port
     redis_pods = {"matchLabels": dict(REDIS_LABELS)}
     policies = [
         # Isolates every pod of the namespace, both ways, including pods a later chart version adds.
-        _policy(cfg, "zitadel-default-deny", {}, ingress=[], egress=[]),
+        _policy(namespace, "zitadel-default-deny", {}, ingress=[], egress=[]),
         _policy(
-            cfg,
+            namespace,
             "zitadel-dns",
             {},
             egress=[
                 {
-                    "to": [_namespace(cfg.kubernetes.dns_namespace)],
+                    "to": [_namespace(dns_namespace)],
                     "ports": _ports([DNS_PORT], "UDP") + _ports([DNS_PORT], "TCP"),
                 }
             ],
         ),
         _policy(
-            cfg,
+            namespace,
             "zitadel-server",
             server,
             # The login UI calls ZITADEL's API in the namespace (and its init container waits for it).
@@ -122,14 +130,14 @@ def zitadel_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
             ],
         ),
         _policy(
-            cfg,
+            namespace,
             "zitadel-login",
             login,
             ingress=[{"from": gateways, "ports": _ports([LOGIN_PORT])}] if gateways else [],
             egress=[{"to": [{"podSelector": server}], "ports": _ports([ZITADEL_PORT])}],
         ),
         _policy(
-            cfg,
+            namespace,
             "zitadel-backends",
             _zitadel_pods(BACKEND_COMPONENTS),
             egress=[
@@ -138,12 +146,12 @@ def zitadel_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
                     "ports": _ports([names.REDIS_PORT, names.SENTINEL_PORT]),
                 },
                 # The Vault agent init container of each pod logs in and renders the secrets file.
-                {"to": [_namespace(cfg.vault.namespace)], "ports": _ports([cfg.vault.port])},
+                {"to": [_namespace(vault.namespace)], "ports": _ports([vault.port])},
                 {"to": postgres_peers, "ports": _ports([postgres_port])},
             ],
         ),
         _policy(
-            cfg,
+            namespace,
             "zitadel-kube-api",
             _zitadel_pods(KUBE_API_COMPONENTS),
             egress=[{"to": _ip_blocks(net.kube_api_cidrs), "ports": _ports(net.kube_api_ports)}],
@@ -152,7 +160,7 @@ def zitadel_network_policies(cfg: StackConfig) -> list[dict[str, Any]]:
     if bundled:
         policies.append(
             _policy(
-                cfg,
+                namespace,
                 "zitadel-postgresql",
                 postgres,
                 ingress=[

@@ -9,39 +9,55 @@ whoever made it. Prod protects its namespaces (``kubernetes.protectNamespaces``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.config import StackConfig
+from components.isolation import pod_security_labels
 
 
-def provider_args(cfg: StackConfig) -> dict[str, Any]:
-    """The Kubernetes provider's target: the stack's context, and an identity that outlives kubeconfig changes.
+@dataclass(frozen=True)
+class ClusterTarget:
+    """The Kubernetes providers' target: the stack's context, and an identity that outlives kubeconfig changes.
 
     Without ``clusterIdentifier`` the provider is replaced, and with it every object it manages, whenever the active
     cluster entry of the kubeconfig differs (a workstation's public endpoint, the runner's in-cluster address).
     """
-    return {
-        "context": cfg.kubernetes.context,
-        "cluster_identifier": cfg.kubernetes.cluster_identifier or cfg.stack,
-    }
+
+    #: kubeconfig context; ``None`` uses the current one.
+    context: str | None
+    cluster_identifier: str
+
+    def provider_args(self) -> dict[str, Any]:
+        return {"context": self.context, "cluster_identifier": self.cluster_identifier}
 
 
-def namespace(
-    name: str, cfg: StackConfig, *, labels: Mapping[str, str], parent: pulumi.Resource
-) -> k8s.core.v1.Namespace:
-    """A namespace the stack declares: created (fails if it exists), or adopted when the config says so."""
-    adopted = name in cfg.kubernetes.adopt_namespaces
-    opts = pulumi.ResourceOptions(parent=parent, protect=cfg.kubernetes.protect_namespaces, retain_on_delete=adopted)
+@dataclass(frozen=True)
+class NamespacePolicy:
+    """How the stack declares each of its namespaces."""
+
+    cluster: ClusterTarget
+    #: Namespaces that exist already: adopted (upsert, for them alone) and retained on delete.
+    adopted: tuple[str, ...]
+    #: Pulumi ``protect`` on every namespace the stack declares.
+    protect: bool
+    #: The Pod Security Standard version the namespaces enforce.
+    pod_security_version: str
+
+
+def namespace(name: str, policy: NamespacePolicy, *, parent: pulumi.Resource) -> k8s.core.v1.Namespace:
+    """A namespace the stack declares (Pod Security "restricted"): created (fails if it exists), or adopted."""
+    adopted = name in policy.adopted
+    opts = pulumi.ResourceOptions(parent=parent, protect=policy.protect, retain_on_delete=adopted)
     if adopted:
         # Upsert for this object alone: everything else the stack creates still fails on an existing object.
         opts.provider = k8s.Provider(
             f"adopt-{name}",
-            **provider_args(cfg),
+            **policy.cluster.provider_args(),
             upsert_existing_objects=True,
             opts=pulumi.ResourceOptions(parent=parent),
         )
-    return k8s.core.v1.Namespace(name, metadata=k8s.meta.v1.ObjectMetaArgs(name=name, labels=dict(labels)), opts=opts)
+    labels = pod_security_labels(policy.pod_security_version)
+    return k8s.core.v1.Namespace(name, metadata=k8s.meta.v1.ObjectMetaArgs(name=name, labels=labels), opts=opts)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import edge_pods, ownership, redis_settings
-from components.helm import chart_args
-from components.isolation import pod_security_labels
-from components.vault import PASSWORD_ALPHABET
+from components.helm import chart_args, image_values
+from components.passwords import PASSWORD_ALPHABET
+from components.peers import ClusterNetwork, VaultEndpoint
 from components.vault_texts import InjectedFile, injector_annotations, password_copy_script, secret_value_template
 from stacks import names
-from stacks.config import Image, StackConfig
+from stacks.config import RedisConfig
+from stacks.dblayout import DbLayout
 
 #: The Bitnami chart runs pod annotations through Helm's ``tpl``; ``{{`` would be read as Helm template code.
 _TPL_SAFE_DELIMITERS = ("[[", "]]")
@@ -22,33 +24,48 @@ _TPL_SAFE_DELIMITERS = ("[[", "]]")
 _REDIS_UID = 1001
 
 
-def _image(image: Image) -> dict[str, str]:
-    return {"registry": image.registry, "repository": image.repository, "tag": image.tag}
+@dataclass(frozen=True)
+class RedisArgs:
+    """What the Redis Sentinel set needs: its own configuration section, who may reach it, and its Vault agent's
+    login and password."""
+
+    redis: RedisConfig
+    #: Namespaces whose pods may reach Redis and Sentinel (ZITADEL's, then ``redis.clientNamespaces``).
+    client_namespaces: tuple[str, ...]
+    #: The edge's namespace: its ratelimit pods keep their counters in DB 0, through Sentinel.
+    rate_limit_namespace: str
+    #: The Vault endpoint the pods' agents reach (egress), the role they log in with, the password's KV v2 path.
+    vault: VaultEndpoint
+    vault_role: str
+    password_path: str
+    cluster: ClusterNetwork
+    #: Recorded on every Redis object for operators (the events DB, ZITADEL's cache block).
+    db_layout: DbLayout
+    namespaces: ownership.NamespacePolicy
 
 
-def redis_password_file(cfg: StackConfig) -> InjectedFile:
-    vault_names = names.VaultNames.of(cfg)
-    vault_path = vault_names.kv_path(vault_names.redis_secret)
+def redis_password_file(password_path: str) -> InjectedFile:
+    """The agent's file with the password at ``password_path`` (a KV v2 API path), in ``tpl``-safe delimiters."""
     return InjectedFile(
         name=names.REDIS_INJECT_NAME,
-        vault_path=vault_path,
-        template=secret_value_template(vault_path, names.REDIS_SECRET_KEY, _TPL_SAFE_DELIMITERS),
+        vault_path=password_path,
+        template=secret_value_template(password_path, names.REDIS_SECRET_KEY, _TPL_SAFE_DELIMITERS),
         delimiters=_TPL_SAFE_DELIMITERS,
     )
 
 
-def _password_copy_container(cfg: StackConfig) -> dict[str, Any]:
+def _password_copy_container(redis: RedisConfig) -> dict[str, Any]:
     """Copies the agent's file into the chart's emptyDir, where every container, probe and hook reads it."""
     source = f"{names.VAULT_SECRETS_DIR}/{names.REDIS_INJECT_NAME}"
     target = f"{names.REDIS_PASSWORD_DIR}/{names.REDIS_PASSWORD_FILE}"
     return {
         "name": "copy-redis-password",
-        "image": cfg.redis.images.redis.reference,
+        "image": redis.images.redis.reference,
         # Fails closed unless the agent's file is exactly one generated password (README: vault-k8s >= 1.5.0).
         "command": [
             "/bin/sh",
             "-ec",
-            password_copy_script(source, target, alphabet=PASSWORD_ALPHABET, length=cfg.redis.password_length),
+            password_copy_script(source, target, alphabet=PASSWORD_ALPHABET, length=redis.password_length),
         ],
         "securityContext": {
             "runAsUser": _REDIS_UID,
@@ -58,15 +75,13 @@ def _password_copy_container(cfg: StackConfig) -> dict[str, Any]:
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
         },
-        "resources": cfg.redis.resources.password_copy.as_k8s(),
+        "resources": redis.resources.password_copy.as_k8s(),
         "volumeMounts": [{"name": names.REDIS_PASSWORD_VOLUME, "mountPath": names.REDIS_PASSWORD_DIR}],
     }
 
 
-def _network_policy(cfg: StackConfig) -> dict[str, Any]:
-    """Ingress only from ZITADEL's namespace, the edge's ratelimit pods (and the configured clients); egress only to
-    Vault and the API."""
-    client_namespaces = (cfg.zitadel.namespace, *cfg.redis.client_namespaces)
+def _network_policy(args: RedisArgs) -> dict[str, Any]:
+    """Ingress only from the client namespaces and the edge's ratelimit pods; egress only to DNS, Vault and the API."""
     return {
         "enabled": True,
         "allowExternal": False,
@@ -80,10 +95,10 @@ def _network_policy(cfg: StackConfig) -> dict[str, Any]:
                 "from": [
                     *(
                         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-                        for namespace in client_namespaces
+                        for namespace in args.client_namespaces
                     ),
                     # The gateway's rate-limit counters (DB 0), through Sentinel: only the ratelimit pods.
-                    edge_pods.in_namespace(cfg.edge.namespace, edge_pods.RATE_LIMIT_LABELS),
+                    edge_pods.in_namespace(args.rate_limit_namespace, edge_pods.RATE_LIMIT_LABELS),
                 ],
             }
         ],
@@ -94,41 +109,40 @@ def _network_policy(cfg: StackConfig) -> dict[str, Any]:
                 "to": [
                     {
                         "namespaceSelector": {
-                            "matchLabels": {"kubernetes.io/metadata.name": cfg.kubernetes.dns_namespace}
+                            "matchLabels": {"kubernetes.io/metadata.name": args.cluster.dns_namespace}
                         }
                     }
                 ],
             },
             {
                 # The Vault agent init container logs in and fetches the password.
-                "ports": [{"port": cfg.vault.port, "protocol": "TCP"}],
-                "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cfg.vault.namespace}}}],
+                "ports": [{"port": args.vault.port, "protocol": "TCP"}],
+                "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": args.vault.namespace}}}],
             },
             {
                 # The kubectl sidecar relabels the master pod so that the master Service follows failovers. The API
                 # server is no pod (its Service address is translated first): only its address blocks can match it.
-                "ports": [{"port": port, "protocol": "TCP"} for port in cfg.redis.kube_api_ports],
-                "to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.kubernetes.api_server_cidrs],
+                "ports": [{"port": port, "protocol": "TCP"} for port in args.redis.kube_api_ports],
+                "to": [{"ipBlock": {"cidr": cidr}} for cidr in args.cluster.api_server_cidrs],
             },
         ],
     }
 
 
-def db_layout_annotations(cfg: StackConfig) -> dict[str, str]:
-    layout = cfg.db_layout
+def db_layout_annotations(layout: DbLayout) -> dict[str, str]:
     return {
         names.EVENTS_DB_ANNOTATION: str(layout.events_db),
         names.CACHE_BLOCK_ANNOTATION: f"{layout.cache_block.start}-{layout.cache_block.stop - 1}",
     }
 
 
-def redis_values(cfg: StackConfig, password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
+def redis_values(args: RedisArgs, password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
     """The Bitnami Redis chart values of a stack. No secret: the password reaches the pods through Vault.
 
     ``password_version`` (the KV version of the password, never the value) goes on the pod template: a new password
     then rolls every node; otherwise the values would not change and pods would take it one crash at a time.
     """
-    r = cfg.redis
+    r = args.redis
     sentinel = redis_settings.sentinel_settings(r)
     relocated = any(image.registry != "docker.io" for _, image in r.images)
     persistence: dict[str, Any] = {"enabled": r.persistence.enabled, "size": r.persistence.size}
@@ -137,10 +151,10 @@ def redis_values(cfg: StackConfig, password_version: pulumi.Input[str] | None = 
     return {
         # A mirror registry is "relocated" for the chart's image guard and would fail the render.
         "global": {"security": {"allowInsecureImages": relocated}},
-        # The DB layout on every Redis object: operators see it, and the policy pack checks ZITADEL against it.
-        "commonAnnotations": db_layout_annotations(cfg),
+        # The DB layout on every Redis object, for operators (kubectl describe).
+        "commonAnnotations": db_layout_annotations(args.db_layout),
         "architecture": "replication",
-        "image": _image(r.images.redis),
+        "image": image_values(r.images.redis, registry_apart=True),
         "auth": {
             "enabled": True,
             "sentinel": True,
@@ -153,17 +167,18 @@ def redis_values(cfg: StackConfig, password_version: pulumi.Input[str] | None = 
             "replicaCount": r.nodes,
             # The injector rejects pods without a token, and the master Service's kubectl sidecar needs it.
             "automountServiceAccountToken": True,
-            "disableCommands": list(redis_settings.disabled_commands()),
+            # FLUSHALL renamed to "" on every node (replica.disableCommands reaches the master too).
+            "disableCommands": list(names.REDIS_DISABLED_COMMANDS),
             "podAnnotations": {
                 **injector_annotations(
-                    role=names.VaultNames.of(cfg).redis_role,
-                    auth_path=cfg.vault.kubernetes_auth_path,
-                    files=[redis_password_file(cfg)],
+                    role=args.vault_role,
+                    auth_path=args.vault.auth_path,
+                    files=[redis_password_file(args.password_path)],
                     init_first=True,
                 ),
                 **({names.REDIS_PASSWORD_VERSION_ANNOTATION: password_version} if password_version is not None else {}),
             },
-            "initContainers": [_password_copy_container(cfg)],
+            "initContainers": [_password_copy_container(r)],
             # Merged into the chart's (fsGroup 1001): the Vault agent containers the injector adds set no seccomp
             # profile of their own, so Pod Security "restricted" needs it at pod level.
             "podSecurityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -177,7 +192,7 @@ def redis_values(cfg: StackConfig, password_version: pulumi.Input[str] | None = 
             # Sentinel mode's StatefulSet: its volumes (AOF, the event streams) outlive a deleted StatefulSet or a
             # scale-down (Kubernetes' default too, stated here so that a chart default cannot change it).
             "persistentVolumeClaimRetentionPolicy": {"enabled": True, "whenDeleted": "Retain", "whenScaled": "Retain"},
-            "image": _image(r.images.sentinel),
+            "image": image_values(r.images.sentinel, registry_apart=True),
             "masterSet": sentinel.master_set,
             "quorum": sentinel.quorum,
             "downAfterMilliseconds": sentinel.down_after_milliseconds,
@@ -191,13 +206,16 @@ def redis_values(cfg: StackConfig, password_version: pulumi.Input[str] | None = 
         "serviceAccount": {"create": True, "name": names.REDIS_SERVICE_ACCOUNT},
         "metrics": {
             "enabled": r.metrics,
-            "image": _image(r.images.exporter),
+            "image": image_values(r.images.exporter, registry_apart=True),
             "resources": r.resources.metrics.as_k8s(),
         },
-        "kubectl": {"image": _image(r.images.kubectl), "resources": r.resources.kubectl.as_k8s()},
-        "volumePermissions": {"image": _image(r.images.os_shell)},
-        "sysctl": {"image": _image(r.images.os_shell)},
-        "networkPolicy": _network_policy(cfg),
+        "kubectl": {
+            "image": image_values(r.images.kubectl, registry_apart=True),
+            "resources": r.resources.kubectl.as_k8s(),
+        },
+        "volumePermissions": {"image": image_values(r.images.os_shell, registry_apart=True)},
+        "sysctl": {"image": image_values(r.images.os_shell, registry_apart=True)},
+        "networkPolicy": _network_policy(args),
     }
 
 
@@ -210,28 +228,33 @@ class RedisSentinel(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: RedisArgs,
         *,
-        vault_access: Sequence[pulumi.Resource],
+        vault_objects_ready: Sequence[pulumi.Resource],
         password_version: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``vault_objects_ready``: the Redis pods' Vault secret, policy and role; ``password_version``: the KV version
+        of the password (never its value)."""
         super().__init__("blinkchamber:identity:RedisSentinel", name, None, opts)
-        namespace = ownership.namespace(names.REDIS_NAMESPACE, cfg, labels=pod_security_labels(cfg), parent=self)
+        r = args.redis
+        namespace = ownership.namespace(names.REDIS_NAMESPACE, args.namespaces, parent=self)
         self.release = k8s.helm.v3.Release(
             names.REDIS_RELEASE,
             name=names.REDIS_RELEASE,
             namespace=namespace.metadata.name,
-            values=redis_values(cfg, password_version),
+            values=redis_values(args, password_version),
             # Roll back a failed upgrade instead of leaving a half-updated Sentinel group.
             atomic=True,
-            timeout=cfg.redis.release_timeout_seconds,
-            **chart_args(cfg.redis.chart),
+            timeout=r.release_timeout_seconds,
+            **chart_args(r.chart),
             # The pods' Vault agent needs its role, policy and secret before the first pod starts. Protected in prod:
             # deleting the release deletes the StatefulSet that holds the event streams.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *vault_access], protect=cfg.redis.protect),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[namespace, *vault_objects_ready], protect=r.protect
+            ),
         )
-        domain = cfg.kubernetes.cluster_domain
+        domain = args.cluster.domain
         self.master_address = pulumi.Output.from_input(names.redis_master_address(domain))
         self.sentinel_address = pulumi.Output.from_input(names.sentinel_address(domain))
         self.register_outputs({"masterAddress": self.master_address, "sentinelAddress": self.sentinel_address})

@@ -1,6 +1,6 @@
 """The one mapping from a stack's Redis config to the settings the Redis and Sentinel processes run with.
 
-The Helm values (``components/redis.py``) and the test bed that starts real processes (``tests/redisbed.py``)
+The Helm values (``components/redis.py``) and the test bed that starts real processes (``testbed/redisbed.py``)
 both read these functions, so what is tested is what is deployed.
 """
 
@@ -49,11 +49,6 @@ def redis_directives(redis: RedisConfig) -> list[tuple[str, str]]:
 def redis_conf_text(redis: RedisConfig) -> str:
     """The directives as redis.conf lines (the chart's ``commonConfiguration``)."""
     return "".join(f"{key} {value}\n" for key, value in redis_directives(redis))
-
-
-def disabled_commands() -> tuple[str, ...]:
-    """Commands renamed to "" on every node (the chart's ``replica.disableCommands`` reaches the master too)."""
-    return names.REDIS_DISABLED_COMMANDS
 
 
 @dataclass(frozen=True)

@@ -3,50 +3,23 @@
 from __future__ import annotations
 
 import json
-import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import pulumi
-import pulumi_random as random
 import pulumi_vault as vault
 
+from components.passwords import random_password
 from components.preflight import require_secret_keys
 from components.vault_texts import read_policy
 from stacks import names
-from stacks.config import StackConfig
+from stacks.config import VaultConfig
 
+#: The component's type token: part of the URN of every resource under it.
+VAULT_ACCESS_TYPE: Final = "blinkchamber:identity:VaultAccess"
 #: ZITADEL's chart and binary require exactly 32 bytes; alphanumerics keep characters and bytes equal.
 MASTERKEY_LENGTH = 32
-POSTGRES_PASSWORD_LENGTH = 32
-#: What every generated password is drawn from (``RandomPassword`` with upper, lower, numeric and no special).
-PASSWORD_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits
-
-
-@dataclass(frozen=True)
-class VaultPaths:
-    """The KV v2 API paths each consumer reads, as the policies and the injector templates name them."""
-
-    redis: str
-    masterkey: str
-    database: str
-    #: The event relay's ZITADEL personal access token.
-    relay_token: str
-
-    @staticmethod
-    def of(cfg: StackConfig) -> VaultPaths:
-        n = names.VaultNames.of(cfg)
-        return VaultPaths(
-            redis=n.kv_path(n.redis_secret),
-            masterkey=n.kv_path(n.masterkey_secret),
-            database=n.kv_path(n.database_secret),
-            relay_token=n.kv_path(n.relay_secret),
-        )
-
-
-def database_dsn_key(cfg: StackConfig) -> str:
-    """The key of the DSN inside its Vault secret."""
-    return names.VaultNames.of(cfg).database_key
 
 
 @dataclass(frozen=True)
@@ -65,10 +38,9 @@ class PodRole:
     reads: tuple[str, ...]
 
 
-def pod_roles(cfg: StackConfig) -> list[PodRole]:
-    """Redis reads its password; ZITADEL reads the Redis password and its DSN; the event relay (when enabled) reads
-    the Redis password and its ZITADEL token."""
-    n, paths = names.VaultNames.of(cfg), VaultPaths.of(cfg)
+def pod_roles(n: names.VaultNames, *, zitadel_namespace: str, relay: bool) -> tuple[PodRole, ...]:
+    """Redis reads its password; ZITADEL (in ``zitadel_namespace``) reads the Redis password and its DSN; the event
+    relay beside it (when ``relay``) reads the Redis password and its ZITADEL token."""
     roles = [
         PodRole(
             names.REDIS_VAULT_ROLE,
@@ -77,7 +49,7 @@ def pod_roles(cfg: StackConfig) -> list[PodRole]:
             n.redis_policy,
             names.REDIS_SERVICE_ACCOUNT,
             names.REDIS_NAMESPACE,
-            (paths.redis,),
+            (n.redis_path,),
         ),
         PodRole(
             names.ZITADEL_VAULT_ROLE,
@@ -85,11 +57,11 @@ def pod_roles(cfg: StackConfig) -> list[PodRole]:
             n.zitadel_role,
             n.zitadel_policy,
             names.ZITADEL_SERVICE_ACCOUNT,
-            cfg.zitadel.namespace,
-            (paths.redis, paths.database),
+            zitadel_namespace,
+            (n.redis_path, n.database_path),
         ),
     ]
-    if cfg.events.relay.enabled:
+    if relay:
         roles.append(
             PodRole(
                 names.RELAY_VAULT_ROLE,
@@ -97,16 +69,24 @@ def pod_roles(cfg: StackConfig) -> list[PodRole]:
                 n.relay_role,
                 n.relay_policy,
                 names.RELAY_SERVICE_ACCOUNT,
-                cfg.zitadel.namespace,
-                (paths.redis, paths.relay_token),
+                zitadel_namespace,
+                (n.redis_path, n.relay_token_path),
             )
         )
-    return roles
+    return tuple(roles)
 
 
-def policy_documents(cfg: StackConfig) -> dict[str, str]:
-    """Policy name (in Vault) → HCL."""
-    return {role.policy: read_policy(role.reads) for role in pod_roles(cfg)}
+@dataclass(frozen=True)
+class VaultAccessArgs:
+    """What the Vault component needs: its configuration section, the stack's names in Vault, and who reads what."""
+
+    vault: VaultConfig
+    names: names.VaultNames
+    #: One Kubernetes-auth role and read-only policy per pod identity that reads from Vault.
+    pods: Sequence[PodRole]
+    redis_password_length: int
+    #: Losing the masterkey loses every encrypted ZITADEL record: protected in prod.
+    protect_masterkey: bool
 
 
 def _kv_json(key: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -123,24 +103,24 @@ class VaultAccess(pulumi.ComponentResource):
     #: The generated Redis password (a Pulumi secret), for the one consumer that cannot read Vault: the edge's
     #: ratelimit pods, which take it only from their environment.
     redis_password: pulumi.Output[str]
-    #: The bundled Postgres's superuser and application passwords (dev only).
-    postgres_passwords: tuple[pulumi.Output[str], pulumi.Output[str]] | None
 
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: VaultAccessArgs,
         *,
         provider: vault.Provider,
+        database_dsn: pulumi.Input[str] | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("blinkchamber:identity:VaultAccess", name, None, opts)
+        """``database_dsn``: the DSN this stack writes for ZITADEL; ``None`` when it lives in a secret the stack only
+        reads (``args.names.external_database``)."""
+        super().__init__(VAULT_ACCESS_TYPE, name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         # Losing the masterkey loses every encrypted ZITADEL record: in prod nothing may delete or replace it.
-        guarded = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=cfg.zitadel.protect_masterkey))
-        v = cfg.vault
-        paths = VaultPaths.of(cfg)
-        vault_names = names.VaultNames.of(cfg)
+        guarded = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=args.protect_masterkey))
+        v = args.vault
+        vault_names = args.names
         # Shared with every other stack on this Vault and with whatever else uses them: never deleted by this one.
         retained = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True))
 
@@ -167,9 +147,13 @@ class VaultAccess(pulumi.ComponentResource):
             auth_backend = auth.path
             backends += [auth, auth_config]
 
-        redis_password = self._password("redis-password", cfg.redis.password_length)
+        redis_password = random_password(
+            "redis-password", args.redis_password_length, pulumi.ResourceOptions(parent=self)
+        )
         self.redis_password = redis_password
-        self.masterkey = self._password("zitadel-masterkey", MASTERKEY_LENGTH, protect=cfg.zitadel.protect_masterkey)
+        self.masterkey = random_password(
+            "zitadel-masterkey", MASTERKEY_LENGTH, pulumi.ResourceOptions(parent=self, protect=args.protect_masterkey)
+        )
         redis_secret = self._kv_secret(
             mount, names.REDIS_SECRET_NAME, vault_names.redis_secret, names.REDIS_SECRET_KEY, redis_password, child
         )
@@ -186,25 +170,8 @@ class VaultAccess(pulumi.ComponentResource):
         )
 
         database_secrets: list[pulumi.Resource] = []
-        self.postgres_passwords = None
-        db = cfg.zitadel.database
-        dsn: pulumi.Input[str] | None = None
-        if db.mode == "bundled":
-            admin = self._password("postgres-admin-password", POSTGRES_PASSWORD_LENGTH)
-            app = self._password("postgres-app-password", POSTGRES_PASSWORD_LENGTH)
-            self.postgres_passwords = (admin, app)
-            host = names.service_host(names.ZITADEL_POSTGRES_HOST, cfg.zitadel.namespace, cfg.kubernetes.cluster_domain)
-            dsn = pulumi.Output.format(
-                "postgresql://postgres:{0}@{1}:{2}/{3}?sslmode=disable",
-                admin,
-                host,
-                names.ZITADEL_POSTGRES_PORT,
-                names.ZITADEL_POSTGRES_DATABASE,
-            )
-        elif db.dsn_from_config:
-            dsn = pulumi.Config(names.PROJECT).require_secret("postgresDsn")
-        # Otherwise the DSN lives in an existing Vault secret (dsnVaultSecret) that this stack only reads: confirmed
-        # there (its keys, never its value) before ZITADEL's release waits for it.
+        # Without a DSN to write, it lives in an existing Vault secret (dsnVaultSecret) that this stack only reads:
+        # confirmed there (its keys, never its value) before ZITADEL's release waits for it.
         #: The DSN secret's path once Vault has confirmed it; None when the stack writes the DSN itself.
         self.database_preflight: pulumi.Output[str] | None = None
         if vault_names.external_database is not None:
@@ -217,14 +184,14 @@ class VaultAccess(pulumi.ComponentResource):
                 needed_by="ZITADEL (its init job first)",
                 provider=provider,
             )
-        if dsn is not None:
+        if database_dsn is not None:
             database_secrets.append(
                 self._kv_secret(
                     mount,
                     names.DATABASE_SECRET_NAME,
                     vault_names.database_secret,
                     names.DATABASE_SECRET_KEY,
-                    dsn,
+                    database_dsn,
                     child,
                 )
             )
@@ -237,7 +204,7 @@ class VaultAccess(pulumi.ComponentResource):
             "audience": v.audience,
         }
         granted: dict[str, list[pulumi.Resource]] = {}
-        for pod in pod_roles(cfg):
+        for pod in args.pods:
             policy = vault.Policy(pod.policy_key, name=pod.policy, policy=read_policy(pod.reads), opts=child)
             role = vault.kubernetes.AuthBackendRole(
                 pod.role_key,
@@ -262,26 +229,16 @@ class VaultAccess(pulumi.ComponentResource):
         )
         #: The KV v2 mount (an output of the mount resource when this stack creates it).
         self.kv_mount = mount
-        self.paths = paths
         self.register_outputs(
             {
-                "paths": {"redis": paths.redis, "masterkey": paths.masterkey, "database": paths.database},
-                "roles": [pod.role for pod in pod_roles(cfg)],
+                "paths": {
+                    "redis": vault_names.redis_path,
+                    "masterkey": vault_names.masterkey_path,
+                    "database": vault_names.database_path,
+                },
+                "roles": [pod.role for pod in args.pods],
             }
         )
-
-    def _password(self, name: str, length: int, protect: bool = False) -> pulumi.Output[str]:
-        """Letters and digits only: URL-safe, and as many bytes as characters."""
-        password = random.RandomPassword(
-            name,
-            length=length,
-            upper=True,
-            lower=True,
-            numeric=True,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self, protect=protect),
-        )
-        return pulumi.Output.secret(password.result)
 
     def _kv_secret(
         self,

@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_PREFIX = "vault.hashicorp.com/"
+from stacks.names import VAULT_INJECT_PREFIX as _PREFIX
 
 
 def read_policy(paths: Iterable[str]) -> str:

@@ -10,13 +10,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import ownership
-from components.edge_objects import route_parent_refs
-from components.helm import chart_args
-from components.isolation import pod_security_labels, zitadel_network_policies
-from components.vault import VaultAccess, VaultPaths, database_dsn_key
+from components.edge_objects import GatewayListener, route_parent_refs
+from components.helm import chart_args, image_values
+from components.isolation import zitadel_network_policies
+from components.peers import VaultEndpoint
 from components.vault_texts import InjectedFile, injector_annotations
+from components.zitadel_database import BundledPostgres
 from stacks import dblayout, names
-from stacks.config import Image, StackConfig
+from stacks.config import ZitadelConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,29 @@ class VaultValue:
 
 
 Fragment = Mapping[str, Union["Fragment", VaultValue]]
+
+
+@dataclass(frozen=True)
+class ZitadelArgs:
+    """What ZITADEL needs: its own configuration section, the Vault values its agent renders, where Redis and the
+    Gateway are."""
+
+    zitadel: ZitadelConfig
+    #: The Redis password and the Postgres DSN, as the Vault agent reads them into ZITADEL's configuration.
+    redis_password: VaultValue
+    database_dsn: VaultValue
+    #: The Vault endpoint the pods' agents reach (egress) and the role they log in with.
+    vault: VaultEndpoint
+    vault_role: str
+    #: ``host:port`` of the Service that follows the Sentinel-elected master: ZITADEL's client cannot speak Sentinel.
+    redis_master_address: str
+    #: How long the cache connector's circuit breaker stays open (about one Sentinel failover).
+    breaker_timeout: str
+    #: The stack's Gateway listener the chart's routes attach to; its proxies may reach ZITADEL.
+    gateway: GatewayListener
+    #: Namespace of the cluster DNS (port 53 is opened to it).
+    dns_namespace: str
+    namespaces: ownership.NamespacePolicy
 
 #: The user of the ZITADEL, login and tool images, as the chart runs them.
 _ZITADEL_UID = 1000
@@ -56,12 +80,11 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
-def secrets_fragment(cfg: StackConfig) -> dict[str, Any]:
+def secrets_fragment(args: ZitadelArgs) -> dict[str, Any]:
     """The ZITADEL configuration that only the Vault agent sees: the Redis password and the Postgres DSN."""
-    paths = VaultPaths.of(cfg)
     return {
-        "Caches": {"Connectors": {"Redis": {"Password": VaultValue(paths.redis, names.REDIS_SECRET_KEY)}}},
-        "Database": {"Postgres": {"DSN": VaultValue(paths.database, database_dsn_key(cfg))}},
+        "Caches": {"Connectors": {"Redis": {"Password": args.redis_password}}},
+        "Database": {"Postgres": {"DSN": args.database_dsn}},
     }
 
 
@@ -77,29 +100,28 @@ def render_fragment_template(fragment: Fragment, indent: int = 0) -> str:
     return "".join(lines)
 
 
-def zitadel_secrets_file(cfg: StackConfig) -> InjectedFile:
-    paths = VaultPaths.of(cfg)
+def zitadel_secrets_file(args: ZitadelArgs) -> InjectedFile:
     return InjectedFile(
         name=names.ZITADEL_INJECT_NAME,
         # Informational only: the template names every path it reads (since vault-k8s 1.3.0 a template alone
         # declares a file, and the injector uses this path only for its default template).
-        vault_path=paths.redis,
-        template=render_fragment_template(secrets_fragment(cfg)),
+        vault_path=args.redis_password.path,
+        template=render_fragment_template(secrets_fragment(args)),
         file=names.ZITADEL_SECRETS_FILE,
     )
 
 
-def cache_config(cfg: StackConfig) -> dict[str, Any]:
+def cache_config(args: ZitadelArgs) -> dict[str, Any]:
     """``Caches``: the Redis connector on the master Service, its circuit breaker, and the caches that use it."""
-    cache = cfg.zitadel.cache
+    cache = args.zitadel.cache
     pool = cache.pool
     breaker = cache.circuit_breaker
     connector = {
         "Enabled": True,
         # ZITADEL's client takes one address and cannot speak Sentinel: the Service that follows the master.
-        "Addr": names.redis_master_address(cfg.kubernetes.cluster_domain),
+        "Addr": args.redis_master_address,
         "ClientName": names.ZITADEL_REDIS_CLIENT_NAME,
-        "DBOffset": cfg.db_layout.cache_db_offset,
+        "DBOffset": cache.db_offset,
         "PoolSize": pool.pool_size,
         "MaxRetries": pool.max_retries,
         "DialTimeout": pool.dial_timeout,
@@ -113,7 +135,7 @@ def cache_config(cfg: StackConfig) -> dict[str, Any]:
             "Interval": breaker.interval,
             "MaxConsecutiveFailures": breaker.max_consecutive_failures,
             "MaxFailureRatio": breaker.max_failure_ratio,
-            "Timeout": cfg.breaker_timeout,
+            "Timeout": args.breaker_timeout,
             "MaxRetryRequests": breaker.max_retry_requests,
         },
     }
@@ -126,15 +148,15 @@ def cache_config(cfg: StackConfig) -> dict[str, Any]:
     return caches
 
 
-def configmap_config(cfg: StackConfig) -> dict[str, Any]:
-    z = cfg.zitadel
+def configmap_config(args: ZitadelArgs) -> dict[str, Any]:
+    z = args.zitadel
     config: dict[str, Any] = {
         "ExternalDomain": z.external_domain,
         "ExternalPort": z.external_port,
         "ExternalSecure": z.external_secure,
         # TLS ends at the gateway; ZITADEL itself serves h2c inside the cluster.
         "TLS": {"Enabled": False},
-        "Caches": cache_config(cfg),
+        "Caches": cache_config(args),
     }
     if z.database.mode == "bundled":
         # A Host here stops the chart from injecting its own DSN env (with the subchart's default password), which
@@ -149,32 +171,26 @@ def configmap_config(cfg: StackConfig) -> dict[str, Any]:
     return config
 
 
-def _image(image: Image) -> dict[str, str]:
-    return {"repository": f"{image.registry}/{image.repository}", "tag": image.tag}
-
-
-def _route(cfg: StackConfig) -> dict[str, Any]:
+def _route(gateway: GatewayListener) -> dict[str, Any]:
     """A Gateway API route the chart renders, attached to the stack's Gateway (hostname: ``ExternalDomain``)."""
-    return {"enabled": True, "parentRefs": route_parent_refs(cfg)}
+    return {"enabled": True, "parentRefs": route_parent_refs(gateway)}
 
 
-def zitadel_values(cfg: StackConfig, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
+def zitadel_values(args: ZitadelArgs, redis_password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
     """The ZITADEL chart values of a stack. No secret: they arrive through Vault and Kubernetes Secrets.
 
     ``redis_password_version`` (the KV version of the Redis password) goes on the Deployment's pods, so that a new
     password restarts ZITADEL too; the hook jobs run again on every upgrade anyway.
     """
-    z = cfg.zitadel
+    z = args.zitadel
     vault_annotations = injector_annotations(
-        role=names.VaultNames.of(cfg).zitadel_role,
-        auth_path=cfg.vault.kubernetes_auth_path,
-        files=[zitadel_secrets_file(cfg)],
+        role=args.vault_role, auth_path=args.vault.auth_path, files=[zitadel_secrets_file(args)]
     )
     jobs = {"podAnnotations": vault_annotations, "resources": z.resources.jobs.as_k8s()}
     bundled = z.database.mode == "bundled"
     return {
         "replicaCount": z.replicas,
-        "image": _image(z.image),
+        "image": image_values(z.image, registry_apart=False),
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "zitadel": {
@@ -183,7 +199,7 @@ def zitadel_values(cfg: StackConfig, redis_password_version: pulumi.Input[str] |
             # --config <mount>/<key>: the key walks out of the mount to the Vault agent's file.
             "configSecretName": names.ZITADEL_CONFIG_ANCHOR_SECRET,
             "configSecretKey": f"..{names.VAULT_SECRETS_DIR}/{names.ZITADEL_SECRETS_FILE}",
-            "configmapConfig": configmap_config(cfg),
+            "configmapConfig": configmap_config(args),
         },
         # Deployment pods; the init job needs the DSN, and the setup job also starts the cache connectors.
         "podAnnotations": {
@@ -201,13 +217,13 @@ def zitadel_values(cfg: StackConfig, redis_password_version: pulumi.Input[str] |
         "tools": {"wait4x": {"resources": z.resources.wait_for_zitadel.as_k8s()}},
         "resources": z.resources.zitadel.as_k8s(),
         # The API (REST and gRPC-Web on HTTP, native gRPC); the chart's own paths ("/"). No Ingress.
-        "gateway": {"httpRoute": _route(cfg), "grpcRoute": _route(cfg)},
+        "gateway": {"httpRoute": _route(args.gateway), "grpcRoute": _route(args.gateway)},
         "pdb": {"enabled": z.replicas > 1, "minAvailable": 1} if z.replicas > 1 else {"enabled": False},
         "login": {
-            "image": _image(z.login_image),
+            "image": image_values(z.login_image, registry_apart=False),
             "replicaCount": z.replicas,
             "resources": z.resources.login.as_k8s(),
-            "gateway": {"httpRoute": _route(cfg)},
+            "gateway": {"httpRoute": _route(args.gateway)},
         },
         "postgresql": {
             "enabled": bundled,
@@ -218,11 +234,8 @@ def zitadel_values(cfg: StackConfig, redis_password_version: pulumi.Input[str] |
                 "postgresPassword": "",
                 "database": names.ZITADEL_POSTGRES_DATABASE,
             },
-            "image": {
-                "registry": z.postgres_image.registry,
-                "repository": z.postgres_image.repository,
-                "tag": z.postgres_image.tag,
-            },
+            # A Bitnami subchart: the registry apart.
+            "image": image_values(z.postgres_image, registry_apart=True),
             "primary": {
                 "persistence": {"enabled": z.database.bundled_persistence},
                 # Without explicit resources the subchart falls back to its "nano" preset.
@@ -242,17 +255,25 @@ class Zitadel(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: ZitadelArgs,
         *,
-        vault_access: VaultAccess,
-        redis: Sequence[pulumi.Resource],
-        gateway: Sequence[pulumi.Resource] = (),
+        masterkey: pulumi.Input[str],
+        redis_password_version: pulumi.Input[str] | None,
+        database_checked: pulumi.Output[str] | None,
+        postgres: BundledPostgres | None,
+        vault_objects_ready: Sequence[pulumi.Resource],
+        redis_ready: Sequence[pulumi.Resource],
+        gateway_ready: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``database_checked``: the external DSN's path once Vault has confirmed it (the release waits for it);
+        ``postgres``: the bundled Postgres's passwords (dev). ``vault_objects_ready``: ZITADEL's Vault secrets, policy
+        and role; ``redis_ready``: the Redis release (the setup job connects to it); ``gateway_ready``: the release that
+        installs the Gateway API CRDs of the chart's routes."""
         super().__init__("blinkchamber:identity:Zitadel", name, None, opts)
-        z = cfg.zitadel
+        z = args.zitadel
         child = pulumi.ResourceOptions(parent=self)
-        namespace = ownership.namespace(z.namespace, cfg, labels=pod_security_labels(cfg), parent=self)
+        namespace = ownership.namespace(z.namespace, args.namespaces, parent=self)
         self.namespace = namespace
         # Before the release: its hook jobs already run under them.
         network_policies = [
@@ -262,7 +283,9 @@ class Zitadel(pulumi.ComponentResource):
                 spec=policy["spec"],
                 opts=child,
             )
-            for policy in zitadel_network_policies(cfg)
+            for policy in zitadel_network_policies(
+                z, gateway_namespace=args.gateway.namespace, vault=args.vault, dns_namespace=args.dns_namespace
+            )
         ]
 
         def secret(
@@ -278,7 +301,7 @@ class Zitadel(pulumi.ComponentResource):
         secrets = [
             secret(
                 names.ZITADEL_MASTERKEY_SECRET,
-                {names.ZITADEL_MASTERKEY_KEY: vault_access.masterkey},
+                {names.ZITADEL_MASTERKEY_KEY: masterkey},
                 protect=z.protect_masterkey,
             ),
             secret(
@@ -286,27 +309,35 @@ class Zitadel(pulumi.ComponentResource):
                 {"README": f"Mount point only: ZITADEL reads {names.VAULT_SECRETS_DIR}/{names.ZITADEL_SECRETS_FILE}."},
             ),
         ]
-        if vault_access.postgres_passwords is not None:
-            admin, app = vault_access.postgres_passwords
-            secrets.append(secret(names.ZITADEL_POSTGRES_AUTH_SECRET, {"postgres-password": admin, "password": app}))
+        if postgres is not None:
+            # The subchart's key names (auth.secretKeys): the superuser's and the application user's passwords.
+            passwords = {"postgres-password": postgres.admin_password, "password": postgres.user_password}
+            secrets.append(secret(names.ZITADEL_POSTGRES_AUTH_SECRET, passwords))
 
         self.release = k8s.helm.v3.Release(
             names.ZITADEL_RELEASE,
             name=names.ZITADEL_RELEASE,
             namespace=namespace.metadata.name,
-            values=_after(zitadel_values(cfg, vault_access.redis_password_version), vault_access.database_preflight),
+            values=_after(zitadel_values(args, redis_password_version), database_checked),
             # Not atomic: the setup hook migrates the database forward only, so a rollback after a later readiness
             # timeout would run the old image on the new schema. A failure stays in place for the operator (README,
             # "Deploying for real": a failed release).
             atomic=False,
             # The init and setup hook jobs run migrations; give them the chart's own deadline and then some.
             timeout=z.release_timeout_seconds,
-            **chart_args(cfg.zitadel.chart),
+            **chart_args(z.chart),
             # The hook jobs log in to Vault at pre-install, and the setup job connects to Redis; the routes need the
             # Gateway API CRDs the gateway release installs.
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[namespace, *secrets, *network_policies, *vault_access.zitadel_access, *redis, *gateway],
+                depends_on=[
+                    namespace,
+                    *secrets,
+                    *network_policies,
+                    *vault_objects_ready,
+                    *redis_ready,
+                    *gateway_ready,
+                ],
             ),
         )
         self.url = pulumi.Output.from_input(z.public_url)

@@ -3,11 +3,13 @@
 import sys
 from pathlib import Path
 
-# The policies share the project's own facts (names, DB layout, version rules) from stacks/.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The project: the pack shares its facts (names, the configuration's loader and rules) from stacks/, and reads each
+# stack's configuration from the project's Pulumi.<stack>.yaml.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
 
-from pulumi_policy import PolicyPack
+from pulumi_policy import PolicyPack  # noqa: E402
 
-from policy.policies import policies
+from policy.policies import policies, stack_files  # noqa: E402
 
-PolicyPack(name="blinkchamber-identity", policies=policies())
+PolicyPack(name="blinkchamber-identity", policies=policies(stack_files(PROJECT_DIR)))

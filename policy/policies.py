@@ -1,30 +1,42 @@
 """The identity tier's guardrails as CrossGuard policies (``pulumi preview --policy-pack policy``).
 
-Each policy is a plain function over a resource's inputs, so the tests run the same functions on the program's
-mocked resources. The facts they check (names, the DB layout, what "pinned" means) come from the project's own
-standard-library modules in ``stacks/``.
+Each policy is a plain function of a resource (or of the whole stack) and of the stack's facts, so the tests run the
+same functions on the program's mocked resources and on hand-written ones. The pack has one input besides the
+resources: the stack's configuration, which it loads itself from ``Pulumi.<stack>.yaml`` (the stack's name is in
+every URN) through the program's own loader. Its ``environment`` decides which policies are prod's, whatever the
+stack is called; its DB layout is what ZITADEL and Redis must run. Names and what "pinned" means come from
+``stacks/`` too; nothing the program writes into a resource is there for the pack to read back.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
     ReportViolation,
+    ResourceValidation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidation,
     StackValidationArgs,
     StackValidationPolicy,
 )
 
 from stacks import dblayout, names
+from stacks.config import Environment, StackConfig
+from stacks.credentials import credential_in
+from stacks.loader import load
+from stacks.names import HELM_RELEASE_TYPE
+from stacks.stackfile import read_stack_config
 from stacks.versions import is_exact_version
 
-RELEASE = "kubernetes:helm.sh/v3:Release"
 #: Envoy Gateway's chart, and where its values configure the ratelimit Deployment it runs.
 GATEWAY_CHART = "gateway-helm"
 _RATE_LIMIT_DEPLOYMENT = "config.envoyGateway.provider.kubernetes.rateLimitDeployment"
@@ -32,7 +44,6 @@ _RATE_LIMIT_DEPLOYMENT = "config.envoyGateway.provider.kubernetes.rateLimitDeplo
 _SAFE_EVICTION = frozenset({"volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random", "noeviction"})
 NAMESPACE = "kubernetes:core/v1:Namespace"
 POD_SECURITY = "pod-security.kubernetes.io/"
-INJECT = "vault.hashicorp.com/"
 _SECRET_KEY = re.compile(r"(password|passwd|masterkey|secret|token|dsn)$", re.IGNORECASE)
 #: Keys that name where a secret is, not what it is.
 _SECRET_REFERENCE_KEYS = frozenset(
@@ -55,7 +66,43 @@ _SECRET_REFERENCE_KEYS = frozenset(
 #: Environment variables that hold a credential (``REDIS_AUTH``, ``REDIS_SENTINEL_AUTH``, ``X_PASSWORD``): as container
 #: env entries in Helm values they must come from a Secret (``valueFrom``), never as a ``value``.
 _CREDENTIAL_ENV = re.compile(r"(AUTH|PASSWORD|PASSWD|TOKEN|SECRET|DSN|MASTERKEY)$", re.IGNORECASE)
-_CREDENTIAL_TEXT = (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), re.compile(r"(^|\s)password\s*=\s*\S", re.IGNORECASE))
+
+
+# --- the stack's facts ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StackFacts:
+    """What the pack knows of a stack besides its resources: from the stack's validated configuration."""
+
+    #: ``dev`` or ``prod``, as the configuration says (``environment``, defaulting to the stack's name).
+    environment: Environment
+    #: The Redis DB layout the configuration asks for.
+    layout: dblayout.DbLayout
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @staticmethod
+    def of(cfg: StackConfig) -> StackFacts:
+        return StackFacts(cfg.environment, cfg.db_layout)
+
+
+#: A stack's name → its facts.
+FactsOf = Callable[[str], StackFacts]
+
+
+def stack_files(project_dir: Path) -> FactsOf:
+    """Each stack's facts from ``project_dir/Pulumi.<stack>.yaml``, through the loader the program runs (environment
+    defaults, rules), read once per stack. A stack whose file is missing or invalid stops the pack with its error."""
+
+    @functools.cache
+    def facts(stack: str) -> StackFacts:
+        config, secret_keys = read_stack_config(project_dir / f"Pulumi.{stack}.yaml")
+        return StackFacts.of(load(stack, config, secret_keys))
+
+    return facts
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
@@ -64,10 +111,6 @@ _CREDENTIAL_TEXT = (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), re.compile(r"(^|\s)pa
 def stack_of(urn: str) -> str:
     """``urn:pulumi:<stack>::<project>::<type>::<name>`` → ``<stack>``."""
     return urn.split("::", 1)[0].rsplit(":", 1)[-1]
-
-
-def is_prod(urn: str) -> bool:
-    return stack_of(urn) == "prod"
 
 
 def chart_of(props: Mapping[str, Any]) -> str:
@@ -84,7 +127,7 @@ def _get(tree: Any, path: str, default: Any = None) -> Any:
 
 
 def _values(args: ResourceValidationArgs, chart: str) -> Mapping[str, Any] | None:
-    if args.resource_type != RELEASE or chart_of(args.props) != chart:
+    if args.resource_type != HELM_RELEASE_TYPE or chart_of(args.props) != chart:
         return None
     values = args.props.get("values")
     return values if isinstance(values, Mapping) else {}
@@ -101,7 +144,8 @@ def plaintext_secrets(value: Any, path: str = "") -> Iterator[str]:
             if env_credential and key == "value":
                 continue
             child = f"{path}.{key}" if path else str(key)
-            is_annotation = str(key).startswith(INJECT)  # injector templates name secrets, they hold none
+            # Injector templates name secrets, they hold none.
+            is_annotation = str(key).startswith(names.VAULT_INJECT_PREFIX)
             if (
                 isinstance(item, str)
                 and item
@@ -115,7 +159,7 @@ def plaintext_secrets(value: Any, path: str = "") -> Iterator[str]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from plaintext_secrets(item, f"{path}[{index}]")
-    elif isinstance(value, str) and any(p.search(value) for p in _CREDENTIAL_TEXT):
+    elif isinstance(value, str) and credential_in(value) is not None:
         yield path
 
 
@@ -127,14 +171,15 @@ def _missing_resources(resources: Any) -> list[str]:
 
 def _injector_gaps(annotations: Any, *, job: bool) -> list[str]:
     annotations = annotations if isinstance(annotations, Mapping) else {}
+    inject = names.VAULT_INJECT_PREFIX
     gaps = []
-    if annotations.get(INJECT + "agent-inject") != "true":
+    if annotations.get(inject + "agent-inject") != "true":
         gaps.append("agent-inject")
-    if not annotations.get(INJECT + "role"):
+    if not annotations.get(inject + "role"):
         gaps.append("role")
-    if not any(k.startswith(INJECT + "agent-inject-secret-") for k in annotations):
+    if not any(k.startswith(inject + "agent-inject-secret-") for k in annotations):
         gaps.append("agent-inject-secret-*")
-    if job and annotations.get(INJECT + "agent-pre-populate-only") != "true":
+    if job and annotations.get(inject + "agent-pre-populate-only") != "true":
         gaps.append("agent-pre-populate-only (a Job with the agent sidecar never completes)")
     return gaps
 
@@ -142,7 +187,7 @@ def _injector_gaps(annotations: Any, *, job: bool) -> list[str]:
 # --- resource policies ---------------------------------------------------------------------------------------------
 
 
-def redis_auth(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def redis_auth(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     values = _values(args, "redis")
     if values is None:
         return
@@ -152,14 +197,14 @@ def redis_auth(args: ResourceValidationArgs, report: ReportViolation) -> None:
         report("Sentinel must require a password too (auth.sentinel: true)", None)
 
 
-def redis_sentinel_ha(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def redis_sentinel_ha(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     values = _values(args, "redis")
     if values is None:
         return
     if _get(values, "architecture") != "replication" or _get(values, "sentinel.enabled") is not True:
         report("Redis must run replication with Sentinel", None)
         return
-    if is_prod(args.urn):
+    if stack.is_prod:
         nodes, quorum = _get(values, "replica.replicaCount", 0), _get(values, "sentinel.quorum", 0)
         if nodes < 3:
             report(f"prod needs at least 3 Redis nodes, has {nodes}", None)
@@ -167,14 +212,14 @@ def redis_sentinel_ha(args: ResourceValidationArgs, report: ReportViolation) -> 
             report(f"prod needs a Sentinel quorum of at least 2, has {quorum}", None)
 
 
-def no_plaintext_secrets(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type != RELEASE:
+def no_plaintext_secrets(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
+    if args.resource_type != HELM_RELEASE_TYPE:
         return
     for path in plaintext_secrets(args.props.get("values", {})):
         report(f"plaintext credential in Helm values at {path}: deliver it through Vault", None)
 
 
-def vault_injection(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def vault_injection(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     redis = _values(args, "redis")
     if redis is not None and _get(redis, "auth.usePasswordFileFromSecret") is False:
         for gap in _injector_gaps(_get(redis, "replica.podAnnotations"), job=False):
@@ -190,7 +235,7 @@ def vault_injection(args: ResourceValidationArgs, report: ReportViolation) -> No
                 report(f"ZITADEL reads its config from Vault but {where} lacks {gap}", None)
 
 
-def container_resources(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def container_resources(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     blocks: dict[str, Any] = {}
     redis = _values(args, "redis")
     if redis is not None:
@@ -221,7 +266,7 @@ def container_resources(args: ResourceValidationArgs, report: ReportViolation) -
             report(f"{path} must set {', '.join(missing)}", None)
 
 
-def namespace_pod_security(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def namespace_pod_security(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     if args.resource_type != NAMESPACE:
         return
     labels = _get(args.props, "metadata.labels", {}) or {}
@@ -230,14 +275,14 @@ def namespace_pod_security(args: ResourceValidationArgs, report: ReportViolation
             report(f"namespace must label {POD_SECURITY}{mode}: restricted", None)
 
 
-def pinned_charts(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type == RELEASE and not is_exact_version(str(args.props.get("version", ""))):
+def pinned_charts(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
+    if args.resource_type == HELM_RELEASE_TYPE and not is_exact_version(str(args.props.get("version", ""))):
         report(
             f"chart {chart_of(args.props)} must be pinned to an exact version, not {args.props.get('version')!r}", None
         )
 
 
-def redis_memory_bounded(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def redis_memory_bounded(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     values = _values(args, "redis")
     if values is None:
         return
@@ -250,7 +295,7 @@ def redis_memory_bounded(args: ResourceValidationArgs, report: ReportViolation) 
         report(f"maxmemory-policy must spare keys without a TTL (volatile-*), not {found}: the event streams", None)
 
 
-def gateway_rate_limit_on_sentinel(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def gateway_rate_limit_on_sentinel(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     values = _values(args, GATEWAY_CHART)
     if values is None:
         return
@@ -278,47 +323,59 @@ MASTERKEY_RESOURCES = frozenset(
 )
 
 
-def masterkey_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if (args.resource_type, args.name) in MASTERKEY_RESOURCES and is_prod(args.urn) and not args.opts.protect:
+def masterkey_protected(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
+    if (args.resource_type, args.name) in MASTERKEY_RESOURCES and stack.is_prod and not args.opts.protect:
         report("the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record", None)
 
 
 # --- stack policy --------------------------------------------------------------------------------------------------
 
 
-def zitadel_caches_on_redis(args: StackValidationArgs, report: ReportViolation) -> None:
-    releases = {chart_of(r.props): r.props.get("values", {}) for r in args.resources if r.resource_type == RELEASE}
+def zitadel_caches_on_redis(args: StackValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
+    """ZITADEL and Redis run the stack's DB layout (which the configuration's rules keep sound)."""
+    releases = {
+        chart_of(r.props): r.props.get("values", {}) for r in args.resources if r.resource_type == HELM_RELEASE_TYPE
+    }
     zitadel, redis = releases.get("zitadel"), releases.get("redis")
     if zitadel is None:
         return
+    layout = stack.layout
     caches = _get(zitadel, "zitadel.configmapConfig.Caches", {}) or {}
     if _get(caches, "Connectors.Redis.Enabled") is not True:
         report("ZITADEL's Redis cache connector must be enabled", None)
-    for cache in dblayout.REDIS_CACHES:
+    for cache in layout.redis_caches:
         if _get(caches, f"{cache}.Connector") != "redis":
             report(f"Caches.{cache}.Connector must be redis", None)
     if redis is None:
         report("ZITADEL's caches need the Redis release in the same stack", None)
         return
-    annotations = _get(redis, "commonAnnotations", {}) or {}
-    events_db = int(annotations.get(names.EVENTS_DB_ANNOTATION, dblayout.DEFAULT_EVENTS_DB))
     offset = _get(caches, "Connectors.Redis.DBOffset")
     if not isinstance(offset, (int, float)):
         report("Caches.Connectors.Redis.DBOffset must be set: ZITADEL's default of 10 needs 18 databases", None)
-        return
+    elif int(offset) != layout.cache_db_offset:
+        used, planned = dataclasses.replace(layout, cache_db_offset=int(offset)).cache_block, layout.cache_block
+        report(
+            f"Caches.Connectors.Redis.DBOffset {int(offset)} puts ZITADEL's caches, and its FLUSHDB, in DBs "
+            f"{used.start}..{used.stop - 1}, not in the stack's {planned.start}..{planned.stop - 1} "
+            f"(zitadel.cache.dbOffset {layout.cache_db_offset})",
+            None,
+        )
+    # What Redis runs: redis.conf's ``databases``, else Redis's own default.
     match = re.search(r"^databases (\d+)$", str(_get(redis, "commonConfiguration", "")), flags=re.M)
-    layout = dblayout.DbLayout(
-        events_db=events_db,
-        cache_db_offset=int(offset),
-        databases=int(match.group(1)) if match else dblayout.DEFAULT_DATABASES,
-    )
-    for _key, rule in layout.violations():
-        report(rule, None)
+    databases = int(match.group(1)) if match else dblayout.DEFAULT_DATABASES
+    if databases != layout.databases:
+        report(f"Redis runs {databases} databases, not the stack's redis.databases ({layout.databases})", None)
 
 
-RESOURCE_POLICIES: dict[str, tuple[Callable[[ResourceValidationArgs, ReportViolation], None], str]] = {
+ResourceCheck = Callable[[ResourceValidationArgs, ReportViolation, StackFacts], None]
+StackCheck = Callable[[StackValidationArgs, ReportViolation, StackFacts], None]
+
+RESOURCE_POLICIES: dict[str, tuple[ResourceCheck, str]] = {
     "redis-auth-enabled": (redis_auth, "Redis and Sentinel require a password."),
-    "redis-sentinel-ha": (redis_sentinel_ha, "Redis runs replication with Sentinel; prod has >= 3 nodes, quorum >= 2."),
+    "redis-sentinel-ha": (
+        redis_sentinel_ha,
+        "Redis runs replication with Sentinel; a prod environment has >= 3 nodes, quorum >= 2.",
+    ),
     "no-plaintext-secrets-in-helm-values": (no_plaintext_secrets, "No credential in plain text in Helm values."),
     "vault-injection-on-secret-readers": (
         vault_injection,
@@ -333,7 +390,10 @@ RESOURCE_POLICIES: dict[str, tuple[Callable[[ResourceValidationArgs, ReportViola
         "Every namespace enforces, audits and warns at Pod Security Standard restricted.",
     ),
     "chart-versions-pinned": (pinned_charts, "Every Helm release pins an exact chart version."),
-    "masterkey-protected-in-prod": (masterkey_protected, "The ZITADEL masterkey is protected in prod."),
+    "masterkey-protected-in-prod": (
+        masterkey_protected,
+        "The ZITADEL masterkey is protected in a prod environment.",
+    ),
     "redis-memory-bounded": (
         redis_memory_bounded,
         "Redis has a maxmemory and evicts only keys with a TTL: never an event stream.",
@@ -343,22 +403,42 @@ RESOURCE_POLICIES: dict[str, tuple[Callable[[ResourceValidationArgs, ReportViola
         "The gateway's rate limits use every sentinel of the set (no DB suffix), the password from a Secret.",
     ),
 }
-STACK_POLICIES: dict[str, tuple[Callable[[StackValidationArgs, ReportViolation], None], str]] = {
+STACK_POLICIES: dict[str, tuple[StackCheck, str]] = {
     "zitadel-caches-on-redis": (
         zitadel_caches_on_redis,
-        "ZITADEL's caches use Redis, in a DB block that keeps clear of the events DB and below `databases`.",
+        "ZITADEL's caches use Redis at the stack's DB offset, and Redis runs the stack's number of databases.",
     ),
 }
 
 
-def policies() -> list[Policy]:
+def policies(facts_of: FactsOf) -> list[Policy]:
+    """The pack; each policy gets the facts of the stack its resources belong to (``stack_files`` in a preview)."""
     mandatory = EnforcementLevel.MANDATORY
     found: list[Policy] = [
-        ResourceValidationPolicy(name=name, description=text, validate=fn, enforcement_level=mandatory)
-        for name, (fn, text) in RESOURCE_POLICIES.items()
+        ResourceValidationPolicy(
+            name=name, description=text, validate=_on_resource(check, facts_of), enforcement_level=mandatory
+        )
+        for name, (check, text) in RESOURCE_POLICIES.items()
     ]
     found += [
-        StackValidationPolicy(name=name, description=text, validate=fn, enforcement_level=mandatory)
-        for name, (fn, text) in STACK_POLICIES.items()
+        StackValidationPolicy(
+            name=name, description=text, validate=_on_stack(check, facts_of), enforcement_level=mandatory
+        )
+        for name, (check, text) in STACK_POLICIES.items()
     ]
     return found
+
+
+def _on_resource(check: ResourceCheck, facts_of: FactsOf) -> ResourceValidation:
+    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+        check(args, report, facts_of(stack_of(args.urn)))
+
+    return validate
+
+
+def _on_stack(check: StackCheck, facts_of: FactsOf) -> StackValidation:
+    def validate(args: StackValidationArgs, report: ReportViolation) -> None:
+        if args.resources:  # one stack: any resource's URN names it; without resources there is nothing to check
+            check(args, report, facts_of(stack_of(args.resources[0].urn)))
+
+    return validate

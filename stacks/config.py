@@ -1,7 +1,9 @@
 """The typed stack configuration: every knob of a stack, documented next to its meaning.
 
-A stack file carries only what differs from its environment's defaults (``stacks/defaults.py``). Field names
-are camelCase in the stack files (``redis.downAfterMilliseconds``) and snake_case in Python.
+A stack file carries only what differs from its environment's defaults (``stacks/defaults.py``). Each default has
+one home: a knob the environment tables set (in every environment) has no default here, and a default here is one
+the tables never set (``tests/test_defaults.py``). Field names are camelCase in the stack files
+(``redis.downAfterMilliseconds``) and snake_case in Python.
 Cross-field rules live in ``stacks/rules.py``; they run on the whole model and report every violation at once.
 """
 
@@ -14,7 +16,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from stacks import dblayout
+from stacks import dblayout, names
 
 Environment = Literal["dev", "prod"]
 
@@ -88,13 +90,13 @@ class Chart(Model):
     #: Chart reference: an ``oci://`` URL, or the chart name inside ``repository``.
     chart: str
     #: Helm repository URL; empty for an OCI chart.
-    repository: str = ""
+    repository: str
     #: Exact chart version. Prod refuses ranges, ``latest`` and empty versions.
     version: str
 
 
 class Image(Model):
-    registry: str = "docker.io"
+    registry: str
     repository: str
     #: Exact image tag. Prod refuses ``latest`` and empty tags.
     tag: str
@@ -112,8 +114,8 @@ class ResourceList(Model):
 class Resources(Model):
     """Requests and limits of one container. Prod requires requests.cpu, requests.memory and limits.memory."""
 
-    requests: ResourceList = ResourceList()
-    limits: ResourceList = ResourceList()
+    requests: ResourceList
+    limits: ResourceList
 
     def as_k8s(self) -> dict[str, dict[str, str]]:
         return {
@@ -142,7 +144,7 @@ class KubernetesConfig(Model):
     #: Every other namespace the stack declares is created, and its creation fails if it exists.
     adopt_namespaces: tuple[DnsLabel, ...] = ()
     #: Pulumi ``protect`` on the namespaces the stack declares (deleting one deletes the Redis volumes in it).
-    protect_namespaces: bool = False
+    protect_namespaces: bool
     #: What the Kubernetes provider's identity is bound to: a context or kubeconfig change (an operator's laptop,
     #: the in-cluster runner) is then an update, never a replacement of every object. Unset: the stack's name.
     cluster_identifier: str | None = None
@@ -163,9 +165,9 @@ class VaultCiPreview(Model):
     #: The GitHub environment of the preview jobs (one with no reviewers): the token's ``environment`` claim.
     environment: Annotated[str, Field(min_length=1)]
     #: The events whose jobs may log in (the ``event_name`` claim); empty: any.
-    event_names: tuple[str, ...] = ()
+    event_names: tuple[str, ...]
     #: Git refs whose jobs may log in (the ``ref`` claim); empty: any ref, as a pull request's.
-    refs: tuple[str, ...] = ()
+    refs: tuple[str, ...]
 
 
 class VaultCi(Model):
@@ -182,11 +184,11 @@ class VaultCi(Model):
     #: The GitHub environment whose jobs may log in: the token's ``environment`` claim.
     environment: Annotated[str, Field(min_length=1)]
     #: Git refs whose jobs may log in (the ``ref`` claim, e.g. ``refs/heads/main``); empty: any ref of the repository.
-    refs: tuple[str, ...] = ()
+    refs: tuple[str, ...]
     #: Path of the JWT auth backend that trusts GitHub's issuer; shared by the stacks of one Vault.
     auth_path: str = "github-actions"
     #: True: this stack creates that backend (dev). False: it exists (prod).
-    manage_backend: bool = False
+    manage_backend: bool
     #: The ``aud`` the workflows request and the role requires: a token minted for anything else is refused.
     audience: Annotated[str, Field(min_length=1)] = "blinkchamber-identity-vault"
     #: Lifetime of the Vault token a login gets (no renewal beyond it): at least the provider's token TTL.
@@ -247,7 +249,7 @@ class RedisResources(Model):
 class RedisPersistence(Model):
     #: AOF on a PersistentVolume. Off only with ``redis.allowDataLossOnRestart`` (see DESIGN.md).
     enabled: bool = True
-    size: Quantity = "8Gi"
+    size: Quantity
     #: Empty uses the cluster's default StorageClass.
     storage_class: str | None = None
     #: ``everysec`` loses at most about one second of acknowledged writes on a crash; ``always`` none.
@@ -263,18 +265,18 @@ class RedisConfig(Model):
     quorum: PositiveInt = 2
     #: ``databases`` of redis.conf; every DB index of the layout must be below it.
     databases: PositiveInt = dblayout.DEFAULT_DATABASES
-    #: Sentinel timings. The chart's 60000/180000 mean a minute of write outage per failure.
-    down_after_milliseconds: PositiveInt = 60000
-    failover_timeout: PositiveInt = 180000
+    #: Sentinel timings. The chart's own 60000/180000 would mean a minute of write outage per failure.
+    down_after_milliseconds: PositiveInt
+    failover_timeout: PositiveInt
     parallel_syncs: PositiveInt = 1
     #: Refuse writes unless this many replicas are connected and at most ``minReplicasMaxLag`` seconds behind.
-    min_replicas_to_write: Annotated[int, Field(ge=0)] = 0
+    min_replicas_to_write: Annotated[int, Field(ge=0)]
     min_replicas_max_lag: PositiveInt = 10
-    persistence: RedisPersistence = RedisPersistence()
+    persistence: RedisPersistence
     #: Explicit opt-in to running Sentinel without persistence: a fast restart of the master then wipes every node.
     allow_data_loss_on_restart: bool = False
     #: ``soft`` prefers, ``hard`` requires Redis pods on different nodes.
-    pod_anti_affinity: Literal["soft", "hard"] = "soft"
+    pod_anti_affinity: Literal["soft", "hard"]
     #: Prometheus exporter sidecar.
     metrics: bool = True
     resources: RedisResources
@@ -285,7 +287,7 @@ class RedisConfig(Model):
     #: Ports of the Kubernetes API, for the chart's kubectl sidecar that moves the master Service.
     kube_api_ports: tuple[PositiveInt, ...] = (443, 6443)
     #: Pulumi ``protect`` on the Helm release (its volumes hold the event streams). Prod requires it.
-    protect: bool = False
+    protect: bool
     #: How long ``pulumi up`` waits for the release's pods to be ready.
     release_timeout_seconds: PositiveInt = 600
     #: ``maxmemory`` as a share of the redis container's memory limit; the rest is headroom for replication and
@@ -352,7 +354,7 @@ class ZitadelCache(Model):
     #: Connector of the caches that carry login state across replicas (``IdPFormCallbacks``, ``FederatedLogouts``):
     #: ``postgres`` (ZITADEL's default, durable) or ``redis`` (no Postgres writes on the login path; a failover can
     #: fail a federated login in flight). README, "What Redis does for ZITADEL".
-    session_cache_connector: Literal["postgres", "redis"] = "postgres"
+    session_cache_connector: Literal["postgres", "redis"]
 
     @property
     def redis_caches(self) -> tuple[str, ...]:
@@ -368,7 +370,8 @@ class ZitadelDatabase(Model):
     #: ``dsnVaultKey``), maintained outside this program; or ``fromConfig`` to write the ``postgresDsn``
     #: Pulumi secret (``pulumi config set --secret postgresDsn ...``) into Vault.
     dsn_vault_secret: str | None = None
-    dsn_vault_key: str = "dsn"
+    #: Unset: the key of the DSN secret the stack writes itself.
+    dsn_vault_key: str = names.DATABASE_SECRET_KEY
     dsn_from_config: bool = False
     #: Bundled Postgres only: persistent volume for its data.
     bundled_persistence: bool = False
@@ -428,17 +431,17 @@ class ZitadelConfig(Model):
     login_image: Image
     #: The bundled Postgres subchart's image (``database.mode: bundled``); a pinned tag in every stack.
     postgres_image: Image
-    replicas: PositiveInt = 1
+    replicas: PositiveInt
     #: The public name of ZITADEL (issuer, redirects, cookies) and the port and scheme clients use.
     external_domain: str
-    external_port: Annotated[int, Field(gt=0, lt=65536)] = 443
-    external_secure: bool = True
+    external_port: Annotated[int, Field(gt=0, lt=65536)]
+    external_secure: bool
     database: ZitadelDatabase
-    cache: ZitadelCache = ZitadelCache()
+    cache: ZitadelCache
     resources: ZitadelResources
     network_policy: ZitadelNetworkPolicy = ZitadelNetworkPolicy()
     #: Pulumi ``protect`` on the masterkey (random value, Vault secret, Kubernetes Secret).
-    protect_masterkey: bool = False
+    protect_masterkey: bool
     #: How long ``pulumi up`` waits for the release (its init and setup jobs run the database migrations).
     release_timeout_seconds: PositiveInt = 900
 
@@ -579,7 +582,7 @@ class EdgeRateLimit(Model):
     expiration_jitter_max_seconds: Annotated[int, Field(ge=0, le=60)] = 10
     #: The address ranges per-client-IP rules cover, one Envoy Gateway rule each (a selector takes one range).
     client_cidrs: tuple[Cidr, ...] = ("0.0.0.0/0", "::/0")
-    rules: tuple[RateLimitRule, ...] = ()
+    rules: tuple[RateLimitRule, ...]
 
     def expanded(self) -> list[tuple[RateLimitRule, str | None]]:
         """Each rule as Envoy Gateway gets it: a per-client-IP rule once per range of ``clientCidrs``."""
@@ -647,10 +650,10 @@ class EdgeConfig(Model):
     listener: EdgeListener
     #: The proxies' Service; ``LoadBalancer`` and ``NodePort`` keep the client address (``Local`` traffic policy).
     service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
-    proxy_replicas: PositiveInt = 2
-    rate_limit_replicas: PositiveInt = 2
+    proxy_replicas: PositiveInt
+    rate_limit_replicas: PositiveInt
     client_ip_detection: EdgeClientIpDetection = EdgeClientIpDetection()
-    rate_limit: EdgeRateLimit = EdgeRateLimit()
+    rate_limit: EdgeRateLimit
     jwt: EdgeJwt = EdgeJwt()
     resources: EdgeResources
     network_policy: EdgeNetworkPolicy = EdgeNetworkPolicy()
@@ -662,15 +665,15 @@ class EdgeConfig(Model):
 class SecretPresence(Model):
     """Which secret config keys the stack sets. Values never enter the model: they stay Pulumi secrets."""
 
-    vault_token: bool = False
     postgres_dsn: bool = False
+    #: The first instance's admin machine key (JSON) for an existing ZITADEL; unset reads the Secret the chart writes.
     zitadel_admin_key: bool = False
 
 
 class StackConfig(Model):
     stack: str
     environment: Environment
-    kubernetes: KubernetesConfig = KubernetesConfig()
+    kubernetes: KubernetesConfig
     vault: VaultConfig
     redis: RedisConfig
     zitadel: ZitadelConfig

@@ -3,6 +3,11 @@
 Written in the stack files' own shape (camelCase keys), so that a stack's effective configuration is simply
 ``deep_merge(DEFAULTS[environment], stack file)``. Values here are safe for their environment: prod's are the
 ones a reviewer would accept without reading further.
+
+These tables hold what differs between the environments, and what has no default a model could own (the release
+train, the repository's identity, the rate-limit rules). A key they set, they set for every environment, and its
+model field has no default of its own; every other default is the field's, in ``stacks/config.py``
+(``tests/test_defaults.py``).
 """
 
 from __future__ import annotations
@@ -67,7 +72,6 @@ _RATE_LIMIT_RULES: Final = [
 ]
 
 _COMMON: Final[dict[str, Any]] = {
-    "kubernetes": {"clusterDomain": "cluster.local"},
     # The repository whose workflows deploy (GitHub's OIDC "repository" claim); the stack's Vault trusts only it.
     # Its numeric IDs and its owner's: the role requires them too, since a name can be taken again after a rename or
     # a deletion. Set them to the repository's own before the first deploy (`gh api repos/OWNER/NAME --jq '.id,
@@ -82,14 +86,8 @@ _COMMON: Final[dict[str, Any]] = {
     "redis": {
         "chart": {"chart": "oci://registry-1.docker.io/bitnamicharts/redis", "repository": "", "version": "23.1.1"},
         "images": _REDIS_IMAGES,
-        "nodes": 3,
-        "quorum": 2,
-        "databases": 16,
-        "parallelSyncs": 1,
-        "metrics": True,
     },
     "zitadel": {
-        "namespace": "zitadel",
         "chart": {"chart": "zitadel", "repository": "https://charts.zitadel.com", "version": "9.34.0"},
         "image": {"registry": "ghcr.io", "repository": "zitadel/zitadel", "tag": "v4.13.0"},
         "loginImage": {"registry": "ghcr.io", "repository": "zitadel/zitadel-login", "tag": "v4.13.0"},
@@ -108,6 +106,7 @@ _COMMON: Final[dict[str, Any]] = {
 }
 
 _DEV: Final[dict[str, Any]] = {
+    "kubernetes": {"protectNamespaces": False},
     "vault": {
         "address": "http://vault.vault.svc.cluster.local:8200",
         "manageBackends": True,
@@ -117,15 +116,17 @@ _DEV: Final[dict[str, Any]] = {
             "environment": "dev",
             "refs": ["refs/heads/main"],
             "manageBackend": True,
-            "preview": {"environment": "dev-preview", "eventNames": ["pull_request"]},
+            # Any ref: a pull request's branch.
+            "preview": {"environment": "dev-preview", "eventNames": ["pull_request"], "refs": []},
         },
     },
     "redis": {
+        "protect": False,
         # Fast failover for a dev cluster; still well above a GC pause.
         "downAfterMilliseconds": 5000,
         "failoverTimeout": 60000,
         "minReplicasToWrite": 0,
-        "persistence": {"enabled": True, "size": "1Gi"},
+        "persistence": {"size": "1Gi"},
         "podAntiAffinity": "soft",
         "resources": {
             "redis": _res("50m", "128Mi", "256Mi"),
@@ -154,7 +155,7 @@ _DEV: Final[dict[str, Any]] = {
             "postgres": _res("100m", "256Mi", "512Mi"),
         },
     },
-    "events": {"relay": {"replicas": 2, "resources": _res("20m", "64Mi", "128Mi")}},
+    "events": {"relay": {"resources": _res("20m", "64Mi", "128Mi")}},
     "edge": {
         # Plain HTTP on the port clients use in dev (zitadel.externalPort).
         "listener": {"port": 8080},
@@ -176,6 +177,7 @@ _PROD: Final[dict[str, Any]] = {
         "manageBackends": False,
         "ci": {
             "environment": "production",
+            "manageBackend": False,
             "refs": ["refs/heads/main"],
             # The plan the reviewers approve: main's code, before the "production" job, with the read-only role.
             "preview": {"environment": "production-preview", "eventNames": ["push"], "refs": ["refs/heads/main"]},
@@ -189,8 +191,7 @@ _PROD: Final[dict[str, Any]] = {
         "failoverTimeout": 60000,
         # A master cut off from every replica stops taking writes instead of losing them.
         "minReplicasToWrite": 1,
-        "minReplicasMaxLag": 10,
-        "persistence": {"enabled": True, "size": "8Gi", "appendfsync": "everysec"},
+        "persistence": {"size": "8Gi"},
         "podAntiAffinity": "hard",
         "resources": {
             "redis": _res("250m", "512Mi", "1Gi"),
@@ -216,7 +217,7 @@ _PROD: Final[dict[str, Any]] = {
             "cleanup": _res("10m", "64Mi", "128Mi"),
         },
     },
-    "events": {"relay": {"replicas": 2, "resources": _res("100m", "128Mi", "256Mi")}},
+    "events": {"relay": {"resources": _res("100m", "128Mi", "256Mi")}},
     "edge": {
         # HTTPS; the stack file names the certificate's Secret (edge.listener.tlsSecretName).
         "listener": {"port": 443},

@@ -7,33 +7,28 @@ The same function serves ``pulumi up`` (values from the Pulumi runtime) and the 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
 from stacks import names, rules
-from stacks.config import StackConfig
+from stacks.config import SecretPresence, StackConfig
+from stacks.credentials import credential_in
 from stacks.defaults import deep_merge, defaults_for
+from stacks.stackfile import SECRET, read_stack_config
 
+#: ``StackConfig`` fields that are no object of the stack file: set by the loader, or (``environment``) a plain key.
+_NOT_SECTIONS: Final = frozenset({"stack", "environment", "secrets"})
 #: Keys holding objects of the typed configuration.
-SECTIONS: Final = ("kubernetes", "vault", "redis", "zitadel", "events", "edge")
-#: Keys that may only hold Pulumi secrets, and the ``SecretPresence`` field each sets.
-SECRET_KEYS: Final = {
-    "vaultToken": "vault_token",
-    "postgresDsn": "postgres_dsn",
-    # The first instance's admin machine key (JSON) for an existing ZITADEL; unset reads the Secret the chart writes.
-    "zitadelAdminKey": "zitadel_admin_key",
-}
-_KNOWN_KEYS: Final = frozenset({*SECTIONS, *SECRET_KEYS, "environment"})
-
-# What a credential looks like when it is pasted into plain config.
-_PLAINTEXT_SECRET_PATTERNS: Final = (
-    (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), "a URL with a password"),
-    (re.compile(r"(^|\s)password\s*=", re.IGNORECASE), "a connection string with a password"),
-    (re.compile(r"^(hv[sbr]\.|s\.)[A-Za-z0-9_-]{20,}$"), "a Vault token"),
+SECTIONS: Final = tuple(
+    field.alias or name for name, field in StackConfig.model_fields.items() if name not in _NOT_SECTIONS
 )
+#: Keys that may only hold Pulumi secrets: the Vault provider's token (only the program reads it) and those whose
+#: presence the model records (``SecretPresence``).
+SECRET_KEYS: Final = ("vaultToken", *(field.alias or name for name, field in SecretPresence.model_fields.items()))
+_KNOWN_KEYS: Final = frozenset({*SECTIONS, *SECRET_KEYS, "environment"})
 
 
 class StackConfigError(ValueError):
@@ -73,7 +68,7 @@ def load(stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = ()) 
     document.update(
         stack=stack,
         environment=environment,
-        secrets={field: key in values for key, field in SECRET_KEYS.items()},
+        secrets={name: (field.alias or name) in values for name, field in SecretPresence.model_fields.items()},
     )
     try:
         cfg = StackConfig.model_validate(document)
@@ -93,14 +88,22 @@ def load(stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = ()) 
 def load_from_pulumi() -> StackConfig:
     """The running stack's configuration, from the Pulumi runtime (``pulumi up``/``preview`` or the mocks)."""
     import pulumi
-    from pulumi.runtime import config as runtime_config
 
-    prefix = f"{names.PROJECT}:"
-    everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    raw = {key[len(prefix) :]: value for key, value in everything.items() if key.startswith(prefix)}
-    secret = {key for key in raw if runtime_config.is_config_secret(prefix + key)}
-    secret |= {key[len(prefix) :] for key in runtime_config.get_config_secret_keys_env() if key.startswith(prefix)}
-    return load(pulumi.get_stack(), raw, secret)
+    stack = pulumi.get_stack()
+    config = pulumi.Config(names.PROJECT)
+    raw = {key: value for key in ("environment", *SECTIONS) if (value := config.get(key)) is not None}
+    # Only whether a secret is set: its value stays a Pulumi secret, out of the model.
+    raw |= {key: SECRET for key in SECRET_KEYS if config.get_secret(key) is not None}
+    plain: set[str] = set()
+    # pulumi.Config reads the keys it is asked for and cannot say whether a value was set with --secret: the keys
+    # the stack file sets beyond these, and which it holds in plain text, come from the stack file itself. Under the
+    # mocks there is no project directory: the offline runner checks the config it is given with ``load`` first.
+    root = pulumi.get_root_directory()
+    if root is not None:
+        written, secret_keys = read_stack_config(Path(root) / f"Pulumi.{stack}.yaml")
+        raw |= {key: value for key, value in written.items() if key not in raw}
+        plain = set(written) - secret_keys
+    return load(stack, raw, set(raw) - plain)
 
 
 def _valid_sections(document: Mapping[str, Any], broken: set[str]) -> tuple[StackConfig, frozenset[str]]:
@@ -135,11 +138,8 @@ def _plaintext_secrets(value: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _plaintext_secrets(item, f"{path}[{index}]")
-    elif isinstance(value, str):
-        for pattern, what in _PLAINTEXT_SECRET_PATTERNS:
-            if pattern.search(value):
-                yield path, what
-                return
+    elif isinstance(value, str) and (what := credential_in(value)) is not None:
+        yield path, what
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

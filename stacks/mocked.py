@@ -3,32 +3,34 @@
 No engine, cluster, Vault or Pulumi account: the program's resources are recorded with their type, name, parent,
 dependencies, options and inputs. Secret inputs stay wrapped as Pulumi secrets, so callers can mask them.
 The offline plan and the tests both run the program through ``run_program``.
+
+Only the SDK's public API: the mocks (``pulumi.runtime.Mocks``), a stack transformation and ``pulumi.Output``.
+The mocks' ``new_resource`` sees what reaches the engine of each resource: type, name, inputs and provider reference.
+The rest of the recording comes from a stack transformation, which sees each resource as the program declares it
+(its options and its inputs before they resolve); ``_Declarations`` completes that the way the SDK does before it
+registers the resource.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import runpy
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc
-from pulumi.runtime.settings import get_root_resource
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
 from stacks import names
+from stacks.config import StackConfig
+from stacks.loader import load
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-#: Stand-in for a secret config value the offline plan cannot decrypt.
-UNDECRYPTED = "[secret]"
 
 
 def mock_secret_value(resource_name: str) -> str:
@@ -78,13 +80,16 @@ MOCK_KV_METADATA: dict[str, str] = {"version": "1", "destroyed": "false", "delet
 _SUBKEYS = "vault:kv/getSecretSubkeysV2:getSecretSubkeysV2"
 
 
-class _Mocks(pulumi_mocks.Mocks):
+class _Mocks(Mocks):
     def __init__(self, recording: Recording, vault_subkeys: Mapping[str, Collection[str]]) -> None:
         self.recording = recording
         #: ``<mount>/<name>`` → the keys of a Vault secret the stack reads but does not write.
         self.vault_subkeys = vault_subkeys
+        #: Every registration and read, in the order the engine would receive them.
+        self.received: list[MockResourceArgs] = []
 
-    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        self.received.append(args)
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             value = mock_secret_value(args.name)
@@ -94,7 +99,7 @@ class _Mocks(pulumi_mocks.Mocks):
             state["metadata"] = dict(MOCK_KV_METADATA)
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == _SUBKEYS:
             keys = self.vault_subkeys.get(f"{args.args.get('mount')}/{args.args.get('name')}")
             # A missing secret: the provider fails the read; here the answer simply has no subkeys.
@@ -102,28 +107,136 @@ class _Mocks(pulumi_mocks.Mocks):
         return {}, []
 
 
-class _RecordingMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: _Mocks) -> None:
-        super().__init__(mocks)
-        self.recording = mocks.recording
+@dataclass(eq=False)
+class _Declared:
+    """A resource as its constructor saw it; ``urn`` and ``parent_urn`` once they resolve."""
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
-        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        if request.type != "pulumi:pulumi:Stack":
-            self.recording.resources.append(
+    resource: pulumi.Resource
+    type: str
+    name: str
+    #: Reads an existing resource (``opts.id``/``opts.urn``): the engine registers nothing.
+    read: bool
+    #: ``protect`` as the SDK resolves it: the resource's own, else its parent's.
+    protect: bool | None
+    retain_on_delete: bool
+    urn: str = ""
+    parent_urn: str = ""
+    #: The resources its inputs and ``depends_on`` name, components not yet expanded; complete when the run ends.
+    uses: set[pulumi.Resource] = field(default_factory=set)
+
+    def locate(self, parent: pulumi.Resource | None) -> pulumi.Output[None] | None:
+        urn: pulumi.Output[str] | None = getattr(self.resource, "urn", None)
+        if urn is None or parent is None:
+            return None  # its constructor failed after the transformation: nothing was registered
+        return pulumi.Output.all(urn, parent.urn).apply(self._located)
+
+    def _located(self, urns: list[str]) -> None:
+        self.urn, self.parent_urn = urns
+
+
+class _Declarations:
+    """What the mocks do not show: parent, dependencies, protect and retainOnDelete, from a stack transformation.
+
+    The engine's request carries them resolved; here they are resolved the way the SDK resolves them before it sends
+    it: the parent defaults to the stack, ``protect`` is inherited from the parent, and the dependencies are
+    ``depends_on`` plus the resources behind the inputs (their Outputs and resource references), a component
+    standing for its children. One member used is not in the SDK's documentation, ``Output.resources()``: nothing
+    public says which resources an Output came from, and the plan shows those implicit dependencies (``dependsOn``).
+    """
+
+    def __init__(self) -> None:
+        self.declared: list[_Declared] = []
+        self.children: dict[pulumi.Resource, list[pulumi.Resource]] = {}
+        self.protect: dict[pulumi.Resource, bool | None] = {}
+
+    def observe(self, args: pulumi.ResourceTransformationArgs) -> None:
+        opts = args.opts
+        parent = opts.parent
+        protect = opts.protect if opts.protect is not None or parent is None else self.protect.get(parent)
+        entry = _Declared(
+            resource=args.resource,
+            type=args.type_,
+            name=args.name,
+            read=opts.id is not None or opts.urn is not None,
+            protect=protect,
+            retain_on_delete=bool(opts.retain_on_delete),
+        )
+        self.declared.append(entry)
+        self.protect[args.resource] = protect
+        if parent is not None:
+            self.children.setdefault(parent, []).append(args.resource)
+        self._follow(entry, [args.props, opts.depends_on])
+        # The resource has a URN once its constructor has returned; an Output's callback runs after that.
+        pulumi.Output.from_input(parent or pulumi.runtime.get_root_resource()).apply(entry.locate)
+
+    def _follow(self, entry: _Declared, value: Any) -> None:
+        """Add to ``entry.uses`` the resources ``value`` names, now and once its Outputs resolve."""
+        outputs: list[pulumi.Output[Any]] = []
+        _references(value, outputs, entry.uses, set())
+        for output in outputs:
+            behind: pulumi.Output[set[pulumi.Resource]] = pulumi.Output.from_input(output.resources())
+            behind.apply(entry.uses.update)
+            output.apply(lambda resolved: self._follow(entry, resolved), True)
+
+    def expand(self, resource: pulumi.Resource) -> Iterator[pulumi.Resource]:
+        """The resources a dependency on ``resource`` waits for: a component (all of ours run in this process) stands
+        for its children, recursively; a custom resource for itself."""
+        pending = [resource]
+        while pending:
+            current = pending.pop()
+            if isinstance(current, pulumi.ComponentResource):
+                pending.extend(self.children.get(current, []))
+            else:
+                yield current
+
+    def record(self, received: list[MockResourceArgs], recording: Recording) -> None:
+        """Pair each registration the mocks received with its declaration (by type and name, in order)."""
+        urns = {d.resource: d.urn for d in self.declared if d.urn}
+        waiting: dict[tuple[str, str], list[_Declared]] = {}
+        for entry in self.declared:
+            if entry.urn and not entry.read:
+                waiting.setdefault((entry.type, entry.name), []).append(entry)
+        for args in received:
+            queue = waiting.get((args.typ, args.name))
+            if not queue:
+                continue  # a read
+            entry = queue.pop(0)
+            dependencies = {urns.get(r, "") for used in entry.uses for r in self.expand(used)} - {""}
+            recording.resources.append(
                 RecordedResource(
-                    urn=response.urn,
-                    type=request.type,
-                    name=request.name,
-                    parent=request.parent,
-                    dependencies=sorted(set(request.dependencies)),
-                    protect=bool(request.protect),
-                    provider=request.provider,
-                    inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
-                    retain_on_delete=bool(request.retainOnDelete),
+                    urn=entry.urn,
+                    type=args.typ,
+                    name=args.name,
+                    parent=entry.parent_urn,
+                    dependencies=sorted(dependencies),
+                    protect=bool(entry.protect),
+                    provider=args.provider or "",
+                    inputs=args.inputs,
+                    retain_on_delete=entry.retain_on_delete,
                 )
             )
-        return response
+
+
+def _references(value: Any, outputs: list[pulumi.Output[Any]], resources: set[pulumi.Resource], seen: set[int]) -> None:
+    """The Outputs and resources in an input, through lists, dicts and input types (what the SDK serializes)."""
+    if isinstance(value, pulumi.Output):
+        outputs.append(value)
+    elif isinstance(value, pulumi.Resource):
+        resources.add(value)
+    elif value is None or isinstance(value, (str, bytes, int, float, type)) or id(value) in seen:
+        return
+    elif inspect.isawaitable(value):
+        outputs.append(pulumi.Output.from_input(value))
+    else:
+        seen.add(id(value))
+        if isinstance(value, Mapping):
+            items: Iterable[Any] = value.values()
+        elif isinstance(value, (list, tuple)):
+            items = value
+        else:
+            items = vars(value).values() if hasattr(value, "__dict__") else ()
+        for item in items:
+            _references(item, outputs, resources, seen)
 
 
 def pulumi_config_values(values: Mapping[str, Any]) -> dict[str, str]:
@@ -149,43 +262,55 @@ def run_program(
     the program's own secrets; by default what the stack's prerequisites say (its external DSN secret and key).
     """
     recording = recording if recording is not None else Recording(stack=stack)
+    # Checked here as the program checks its stack file under ``pulumi up``: with no project directory (below), it
+    # reads the config through pulumi.Config alone, which tells neither unknown keys nor secrets set in plain text.
+    cfg = load(stack, config, secret_keys)
     if vault_subkeys is None:
-        vault_subkeys = _prerequisite_subkeys(stack, config, secret_keys)
+        vault_subkeys = _prerequisite_subkeys(cfg)
     mocks = _Mocks(recording, vault_subkeys)
+    declarations = _Declarations()
     # A fresh root stack resource: set_mocks keeps the previous run's, and with it that run's exported outputs.
-    pulumi.runtime.reset_options(project=names.PROJECT, stack=stack)
-    pulumi.runtime.set_mocks(mocks, project=names.PROJECT, stack=stack, preview=False, monitor=_RecordingMonitor(mocks))
+    pulumi.runtime.reset_options(project=names.PROJECT, stack=stack, root_directory=None)
+    pulumi.runtime.set_mocks(mocks, project=names.PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config(
         pulumi_config_values(config), secret_keys=[f"{names.PROJECT}:{key}" for key in secret_keys]
     )
+    pulumi.runtime.register_stack_transformation(declarations.observe)
     if str(program.parent) not in sys.path:
         sys.path.insert(0, str(program.parent))
 
-    async def outputs() -> None:
-        root = get_root_resource()
-        exported: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
-        for key, value in exported.items():
-            output = pulumi.Output.from_input(value)
-            recording.outputs[key] = StackOutput(value=await output.future(), secret=await output.is_secret())
+    outputs: dict[str, StackOutput] = {}
+    exported: list[str] = []
 
-    def body() -> Any:
+    def body() -> pulumi.Output[list[None]]:
         runpy.run_path(str(program), run_name="__main__")
-        return outputs()
+        values: dict[str, Any] = getattr(pulumi.runtime.get_root_resource(), "outputs", {})
+        exported.extend(values)
+        return pulumi.Output.all(*(_read(value, outputs, name) for name, value in values.items()))
 
-    _sync_await(run_pulumi_func(body))
+    try:
+        pulumi.runtime.test(body)()  # type: ignore[no-untyped-call]
+    finally:
+        declarations.record(mocks.received, recording)
+    recording.outputs.update((name, outputs[name]) for name in exported)  # in the program's order
     return recording
 
 
-def _prerequisite_subkeys(
-    stack: str, config: Mapping[str, Any], secret_keys: Collection[str]
-) -> dict[str, Collection[str]]:
-    """The secrets a stack reads but does not write, as its README prerequisites have them in Vault."""
-    from stacks.loader import StackConfigError, load
+def _read(value: Any, into: dict[str, StackOutput], name: str) -> pulumi.Output[None]:
+    """A stack output's value and whether it is secret, into ``into[name]``."""
+    output = pulumi.Output.from_input(value)
 
-    try:
-        vault_names = names.VaultNames.of(load(stack, config, secret_keys))
-    except StackConfigError:
-        return {}  # the program itself reports the configuration's errors
+    def store(resolved: list[Any]) -> None:
+        value, secret = resolved
+        into[name] = StackOutput(value=None if pulumi.contains_unknowns(value) else value, secret=bool(secret))
+
+    secret: pulumi.Output[bool] = pulumi.Output.from_input(output.is_secret())
+    return pulumi.Output.all(output, secret).apply(store, True)
+
+
+def _prerequisite_subkeys(cfg: StackConfig) -> dict[str, Collection[str]]:
+    """The secrets a stack reads but does not write, as its README prerequisites have them in Vault."""
+    vault_names = names.VaultNames.of(cfg)
     if vault_names.external_database is None:
         return {}
     secret, key = vault_names.external_database

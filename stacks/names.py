@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 #: The Pulumi project, and so the namespace of every stack config key (``blinkchamber-identity:redis``).
 PROJECT: Final = "blinkchamber-identity"
+#: The Pulumi type of a Helm release (``kubernetes.helm.v3.Release``): how the plan, its diff and the policy pack
+#: pick the releases out of a stack's resources.
+HELM_RELEASE_TYPE: Final = "kubernetes:helm.sh/v3:Release"
 
 # --- Redis (Bitnami chart) -------------------------------------------------------------------------------------------
 REDIS_RELEASE: Final = "redis"
@@ -41,7 +44,8 @@ REDIS_DISABLED_COMMANDS: Final = ("FLUSHALL",)
 REDIS_NODE_STATEFULSET: Final = f"{REDIS_FULLNAME}-node"
 REDIS_HEADLESS_SERVICE: Final = f"{REDIS_FULLNAME}-headless"
 
-#: Annotations on every Redis object that record the DB layout (events DB; ZITADEL's cache block, "3-9").
+#: Annotations on every Redis object that record the DB layout for operators (``kubectl describe``): the events DB,
+#: ZITADEL's cache block ("3-9"). Nothing reads them back: the policy pack takes the layout from the stack's config.
 EVENTS_DB_ANNOTATION: Final = "blinkchamber.io/events-db"
 CACHE_BLOCK_ANNOTATION: Final = "blinkchamber.io/zitadel-cache-dbs"
 
@@ -56,7 +60,6 @@ ZITADEL_MASTERKEY_KEY: Final = "masterkey"
 #: A Secret holding no secret: the chart mounts it at /zitadel-secret-config-yaml, and ``configSecretKey`` walks
 #: out of that mount point to the Vault-rendered file (``--config /zitadel-secret-config-yaml/../vault/...``).
 ZITADEL_CONFIG_ANCHOR_SECRET: Final = "zitadel-vault-config-anchor"
-ZITADEL_CONFIG_MOUNT: Final = "/zitadel-secret-config-yaml"
 #: The bundled (dev) Postgres: Bitnami subchart ``<release>-postgresql`` reading its passwords from this Secret.
 ZITADEL_POSTGRES_HOST: Final = f"{ZITADEL_RELEASE}-postgresql"
 ZITADEL_POSTGRES_AUTH_SECRET: Final = "zitadel-postgresql-auth"
@@ -116,6 +119,8 @@ RELAY_ZITADEL_ROLE: Final = "IAM_OWNER_VIEWER"
 
 # --- Vault ---------------------------------------------------------------------------------------------------------
 VAULT_SECRETS_DIR: Final = "/vault/secrets"
+#: The Vault Agent Injector's annotation prefix (vault-k8s): every annotation it reads on a pod starts with it.
+VAULT_INJECT_PREFIX: Final = "vault.hashicorp.com/"
 REDIS_VAULT_ROLE: Final = "redis-role"
 ZITADEL_VAULT_ROLE: Final = "zitadel-role"
 REDIS_VAULT_POLICY: Final = "redis-read"
@@ -247,6 +252,25 @@ class VaultNames:
     @property
     def database_key(self) -> str:
         return self.external_database[1] if self.external_database else DATABASE_SECRET_KEY
+
+    # The KV v2 API paths each consumer reads, as the policies and the injector templates name them.
+
+    @property
+    def redis_path(self) -> str:
+        return self.kv_path(self.redis_secret)
+
+    @property
+    def masterkey_path(self) -> str:
+        return self.kv_path(self.masterkey_secret)
+
+    @property
+    def database_path(self) -> str:
+        return self.kv_path(self.database_secret)
+
+    @property
+    def relay_token_path(self) -> str:
+        """The event relay's ZITADEL personal access token."""
+        return self.kv_path(self.relay_secret)
 
     def owned(self) -> frozenset[str]:
         """The API path of every object this stack may write and delete: what no other stack on its Vault may use."""

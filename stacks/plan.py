@@ -19,11 +19,10 @@ import yaml
 from pulumi.runtime import rpc
 
 from stacks import mocked
-from stacks.stackfile import read_stack_config
+from stacks.names import HELM_RELEASE_TYPE
+from stacks.stackfile import SECRET, read_stack_config
 
-SECRET = "[secret]"
 UNKNOWN = "[unknown]"
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 VAULT_POLICY = "vault:index/policy:Policy"
 
 
@@ -116,7 +115,9 @@ def plan_config(
 def helm_values(plan: Plan) -> dict[str, Any]:
     """Release name → its Helm values."""
     return {
-        res["name"]: res["inputs"].get("values", {}) for res in plan.resources.values() if res["type"] == HELM_RELEASE
+        res["name"]: res["inputs"].get("values", {})
+        for res in plan.resources.values()
+        if res["type"] == HELM_RELEASE_TYPE
     }
 
 
@@ -147,7 +148,7 @@ def values_yaml(values: Any) -> str:
 
 def _summary(res: Mapping[str, Any], files: Mapping[str, str]) -> str:
     inputs = res["inputs"]
-    if res["type"] == HELM_RELEASE:
+    if res["type"] == HELM_RELEASE_TYPE:
         chart = f"chart {inputs.get('chart')} {inputs.get('version')} in namespace {inputs.get('namespace')}"
         return f"{chart}, values {files.get(res['name'], '')}"
     if res["type"] == VAULT_POLICY:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from stacks.names import HELM_RELEASE_TYPE
+
 #: Every argument of the resource.
 EVERY_INPUT: Final = "*"
 
@@ -37,7 +39,7 @@ REPLACE_ON_CHANGE: Final[dict[str, tuple[str, ...]]] = {
     "vault:kubernetes/authBackendRole:AuthBackendRole": ("backend", "roleName", "namespace"),
     "vault:jwt/authBackend:AuthBackend": ("type", "local", "namespace"),
     "vault:jwt/authBackendRole:AuthBackendRole": ("backend", "roleName", "roleType", "namespace"),
-    "kubernetes:helm.sh/v3:Release": ("name", "namespace"),
+    HELM_RELEASE_TYPE: ("name", "namespace"),
     "kubernetes:core/v1:Secret": ("metadata.name", "metadata.namespace", "type", "stringData", "data"),
     "kubernetes:core/v1:Service": ("metadata.name", "metadata.namespace", "spec.clusterIP"),
     "pulumi:providers:kubernetes": ("clusterIdentifier",),

@@ -7,6 +7,8 @@ import math
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 
+from pydantic.alias_generators import to_camel
+
 from stacks.config import SENTINEL_ELECTION_SECONDS, Resources, StackConfig, duration_seconds
 from stacks.names import REDIS_NAMESPACE, ZITADEL_HEADER_PREFIX, VaultNames
 from stacks.versions import is_exact_version, is_pinned_tag
@@ -154,7 +156,7 @@ def _prod_resources(cfg: StackConfig) -> Iterator[Violation]:
     for prefix, containers in groups.items():
         for name, res in containers.items():
             if res is not None:  # None: an optional container this stack does not run (checked by its own rule)
-                yield from _explicit_resources(f"{prefix}.{_camel(name)}", res)
+                yield from _explicit_resources(f"{prefix}.{to_camel(name)}", res)
 
 
 def _database(cfg: StackConfig) -> Iterator[Violation]:
@@ -252,7 +254,7 @@ def _edge_prod(cfg: StackConfig) -> Iterator[Violation]:
     if not is_exact_version(edge.chart.version):
         yield "edge.chart.version", f"prod requires an exact chart version, not {edge.chart.version!r}"
     for name, res in edge.resources:
-        yield from _explicit_resources(f"edge.resources.{_camel(name)}", res)
+        yield from _explicit_resources(f"edge.resources.{to_camel(name)}", res)
 
 
 def _redis_memory(cfg: StackConfig) -> Iterator[Violation]:
@@ -467,10 +469,6 @@ def violations(cfg: StackConfig, valid_sections: frozenset[str] | None = None) -
     return [v for rule, sections in RULES if valid_sections is None or sections <= valid_sections for v in rule(cfg)]
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 def _camel_path(path: str) -> str:
-    return ".".join(_camel(p) for p in path.split("."))
+    # The models' own alias generator: a rule names a key exactly as the stack file spells it.
+    return ".".join(to_camel(p) for p in path.split("."))

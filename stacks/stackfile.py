@@ -8,14 +8,17 @@ from typing import Any
 import yaml
 
 from stacks import names
-from stacks.mocked import UNDECRYPTED
+
+#: What a secret shows as offline: the stand-in for a ``secure:`` value this tool cannot decrypt, and every secret in
+#: a plan.
+SECRET = "[secret]"
 
 
 def _undecrypted(value: Any) -> tuple[Any, bool]:
     """Replace ``secure:`` values (ciphertext this tool cannot decrypt) by a stand-in; report whether any was."""
     if isinstance(value, dict):
         if set(value) == {"secure"}:
-            return UNDECRYPTED, True
+            return SECRET, True
         found = False
         out = {}
         for key, item in value.items():

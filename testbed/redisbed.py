@@ -25,6 +25,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from components import redis_settings
+from stacks import names
 from stacks.config import RedisConfig
 
 # Re-exported for the modules that take the loopback facts from the bed.
@@ -60,7 +61,7 @@ def redis_conf(cfg: RedisConfig, *, port: int, workdir: Path, password: str, rep
         f"replica-announce-ip {HOST}",
     ]
     lines += [f"{key} {value}" for key, value in redis_settings.redis_directives(cfg)]
-    lines += [f'rename-command {command} ""' for command in redis_settings.disabled_commands()]
+    lines += [f'rename-command {command} ""' for command in names.REDIS_DISABLED_COMMANDS]
     if replica_of is not None:
         lines.append(f"replicaof {HOST} {replica_of}")
     return "\n".join(lines) + "\n"

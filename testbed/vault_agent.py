@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stacks.names import VAULT_INJECT_PREFIX as PREFIX
+
 SOURCE = "hashicorp/vault-k8s v1.7.6"
-PREFIX = "vault.hashicorp.com/"
 
 #: Every annotation of annotations.go:20-347 → the first vault-k8s release whose annotations.go defines it.
 ANNOTATIONS_SINCE: dict[str, tuple[int, int, int]] = {

@@ -18,6 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from components.wiring import zitadel_args
 from components.zitadel import cache_config
 from stacks import dblayout
 from stacks.config import StackConfig, duration_seconds
@@ -37,7 +38,7 @@ def retry_backoff(attempt: int) -> float:
 
 def connector_settings(cfg: StackConfig) -> dict[str, Any]:
     """``Caches.Connectors.Redis`` as the program hands it to ZITADEL."""
-    return dict(cache_config(cfg)["Connectors"]["Redis"])
+    return dict(cache_config(zitadel_args(cfg))["Connectors"]["Redis"])
 
 
 @dataclass

@@ -1,11 +1,17 @@
-"""What Pulumi's policy analyzer hands a policy, built from a resource the program declared under mocks."""
+"""What Pulumi's policy analyzer hands a policy, built from a resource the program declared under mocks; and the
+stack facts the pack reads for the project's own stacks."""
 
 from __future__ import annotations
 
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.deserialize import deserialize_properties
 
+from policy import policies as pack
 from stacks import mocked
+from tests.conftest import PROJECT_DIR
+
+#: The pack's own reading of the project's stack files (``Pulumi.dev.yaml``, ``Pulumi.prod.yaml``), as in a preview.
+stack_facts: pack.FactsOf = pack.stack_files(PROJECT_DIR)
 
 
 def options(protect: bool = False) -> PolicyResourceOptions:

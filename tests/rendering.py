@@ -20,7 +20,7 @@ import yaml
 
 from stacks import names
 from stacks.config import Chart
-from stacks.plan import HELM_RELEASE, mask
+from stacks.plan import mask
 from testbed import artifacts, charts
 from tests.conftest import record
 
@@ -68,7 +68,7 @@ class ReleaseInputs:
 @_memo
 def release_inputs(stack: str, release: str) -> ReleaseInputs:
     """The inputs of the Helm release whose Pulumi resource name is ``release``, in ``stack``'s recording."""
-    resource = record(stack).one(HELM_RELEASE, release)
+    resource = record(stack).one(names.HELM_RELEASE_TYPE, release)
     # mask: numbers come back from the RPC layer as doubles; a secret would show up as "[secret]" in the render.
     inputs = mask(resource.inputs)
     return ReleaseInputs(

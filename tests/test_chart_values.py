@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from components.redis import redis_values
+from components.wiring import redis_args, zitadel_args
 from components.zitadel import zitadel_values
 from stacks import mocked
 from stacks.config import StackConfig
@@ -63,7 +64,7 @@ def test_every_key_path_exists_in_chart_values(recording: mocked.Recording, cfg:
 def test_key_path_check_catches_misspellings(cfg: StackConfig) -> None:
     # The Redis schema alone accepts this (it restricts no keys); the values.yaml walk does not.
     chart = chart_archive(cfg.redis.chart)
-    values = redis_values(cfg)
+    values = redis_values(redis_args(cfg))
     values["sentinel"]["downAfterMiliseconds"] = 5000
     values["replica"]["podAnotations"] = {}
     assert chart.schema_errors(values) == []
@@ -75,13 +76,13 @@ def test_key_path_check_catches_misspellings(cfg: StackConfig) -> None:
 
 def test_zitadel_schema_resolves_kubernetes_definitions_offline(cfg: StackConfig) -> None:
     # resources is a $ref into the Kubernetes definitions: a wrong type must be caught through that reference.
-    values = zitadel_values(cfg)
+    values = zitadel_values(zitadel_args(cfg))
     values["resources"] = {"limits": ["512Mi"]}
     errors = chart_archive(cfg.zitadel.chart).schema_errors(values)
     assert any(error.startswith("resources.limits") for error in errors)
 
 
 def test_redis_schema_catches_wrong_types(cfg: StackConfig) -> None:
-    values = redis_values(cfg)
+    values = redis_values(redis_args(cfg))
     values["sentinel"]["quorum"] = "two"
     assert any(error.startswith("sentinel.quorum") for error in chart_archive(cfg.redis.chart).schema_errors(values))

@@ -16,7 +16,7 @@ from stacks import mocked, rules
 from stacks.dblayout import DbLayout
 from stacks.defaults import deep_merge
 from stacks.loader import StackConfigError, load
-from stacks.stackfile import read_stack_config
+from stacks.stackfile import SECRET, read_stack_config
 from tests.conftest import PROJECT_DIR
 
 
@@ -427,7 +427,7 @@ NO_DSN_SECRET = "dsnFromConfig is set but the stack has no postgresDsn secret (p
 def test_database_source(stack: str, database: dict[str, Any], secret_keys: set[str], expected: list[str]) -> None:
     overrides: dict[str, Any] = {"zitadel": {"database": database}}
     if secret_keys:
-        overrides["postgresDsn"] = mocked.UNDECRYPTED
+        overrides["postgresDsn"] = SECRET
     # Other rules may apply to a bundled Postgres in prod (its sizing); this test is about the DSN's source.
     about_the_source = [
         v
@@ -508,7 +508,7 @@ def test_secret_keys_must_be_pulumi_secrets(key: str) -> None:
     assert found("prod", {key: "stand-in"}, secret_keys=set()) == [
         f"prod: {key}: must be a Pulumi secret: pulumi config set --secret {key} ..."
     ]
-    assert found("prod", {key: mocked.UNDECRYPTED}, secret_keys={key}) == []
+    assert found("prod", {key: SECRET}, secret_keys={key}) == []
 
 
 def vault_token() -> str:

@@ -18,6 +18,7 @@ import pytest
 
 from components.ci_access import bound_claims, deploy_policy, preview_bound_claims, preview_policy
 from components.preflight import missing_keys
+from components.wiring import ci_access_args
 from stacks import mocked, names
 from stacks.config import StackConfig
 from stacks.defaults import deep_merge
@@ -239,7 +240,7 @@ def test_a_prefix_reaches_policies_roles_paths_annotations_and_outputs() -> None
 
 
 def test_the_deploy_policy_follows_the_prefix() -> None:
-    policy = deploy_policy(load_with("dev", {"vault": {"namePrefix": "staging"}}))
+    policy = deploy_policy(ci_access_args(load_with("dev", {"vault": {"namePrefix": "staging"}})))
     assert 'path "auth/kubernetes/role/staging-redis-role"' in policy
     assert '"token_policies" = [["staging-redis-read"]]' in policy
     assert 'path "secret/data/staging/redis"' in policy
@@ -429,8 +430,8 @@ def test_both_roles_bind_the_repository_by_name_and_ids(
         "repository_owner_id": "1000001",
     }
     cfg = load_with(stack, {})
-    assert bound_claims(cfg) == {**repository, **deploy}
-    assert preview_bound_claims(cfg) == {**repository, **preview}
+    assert bound_claims(cfg.vault.ci) == {**repository, **deploy}
+    assert preview_bound_claims(cfg.vault.ci) == {**repository, **preview}
 
 
 def test_repository_ids_are_numbers() -> None:
@@ -441,11 +442,11 @@ def test_repository_ids_are_numbers() -> None:
 
 
 def test_the_preview_policy_writes_nothing() -> None:
-    assert preview_policy(load_with("dev", {})) == (
+    assert preview_policy(names.VaultNames.of(load_with("dev", {}))) == (
         "# Pulumi's Vault provider works with a child token of the login\n"
         'path "auth/token/create" {\n  capabilities = ["update"]\n}\n'
     )
-    prod = preview_policy(load_with("prod", {}))
+    prod = preview_policy(names.VaultNames.of(load_with("prod", {})))
     assert 'path "secret/subkeys/zitadel-database" {\n  capabilities = ["read"]\n}' in prod
     assert '"create"' not in prod and '"delete"' not in prod and '"sudo"' not in prod
 

@@ -6,7 +6,7 @@ it reports, independently of the program, so a weakened policy fails here even w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -20,10 +20,15 @@ from pulumi_policy import (
 )
 
 from policy import policies as pack
+from stacks.dblayout import DbLayout
+from stacks.names import HELM_RELEASE_TYPE as RELEASE
 from tests.policy_inputs import options
 
-RELEASE = "kubernetes:helm.sh/v3:Release"
 REDIS_CHART = "oci://registry-1.docker.io/bitnamicharts/redis"
+#: The stack facts the policies get, written by hand: README's layout (events DB 1, offset 2, 16 databases).
+LAYOUT = DbLayout(events_db=1, cache_db_offset=2, databases=16)
+PROD = pack.StackFacts("prod", LAYOUT)
+DEV = pack.StackFacts("dev", LAYOUT)
 
 
 def urn(stack: str, type_: str = RELEASE, name: str = "r") -> str:
@@ -41,16 +46,17 @@ class Reported:
 
 
 def verdict(
-    policy: Callable[[ResourceValidationArgs, Any], None],
+    policy: pack.ResourceCheck,
     props: Mapping[str, Any],
     *,
-    stack: str = "prod",
+    facts: pack.StackFacts = PROD,
     type_: str = RELEASE,
     name: str = "r",
     protect: bool = False,
 ) -> list[str]:
     reported = Reported()
-    policy(ResourceValidationArgs(type_, dict(props), urn(stack, type_, name), name, options(protect), None), reported)
+    args = ResourceValidationArgs(type_, dict(props), urn("s", type_, name), name, options(protect), None)
+    policy(args, reported, facts)
     return reported.messages
 
 
@@ -62,9 +68,12 @@ def release(chart: str, values: Mapping[str, Any], version: str = "1.0.0") -> di
 
 
 def test_stack_and_chart_names() -> None:
+    # pulumi-kubernetes' type token of helm.v3.Release: the pack picks the releases out by it.
+    assert RELEASE == "kubernetes:helm.sh/v3:Release"
     assert pack.stack_of(urn("prod")) == "prod"
+    assert pack.stack_of(urn("prod-eu")) == "prod-eu"
     assert pack.stack_of("urn:pulumi:dev::p::t$u::n") == "dev"
-    assert pack.is_prod(urn("prod")) and not pack.is_prod(urn("dev")) and not pack.is_prod(urn("production"))
+    assert PROD.is_prod and not DEV.is_prod
     assert pack.chart_of({"chart": REDIS_CHART}) == "redis"
     assert pack.chart_of({"chart": "oci://registry.example/charts/redis/"}) == "redis"
     assert pack.chart_of({"chart": "zitadel"}) == "zitadel"
@@ -120,17 +129,17 @@ def sentinel_group(nodes: int, quorum: int, **changes: Any) -> dict[str, Any]:
 )
 def test_sentinel_group_size_in_prod(nodes: int, quorum: int, expected: list[str]) -> None:
     assert verdict(pack.redis_sentinel_ha, sentinel_group(nodes, quorum)) == expected
-    assert verdict(pack.redis_sentinel_ha, sentinel_group(nodes, quorum), stack="dev") == []
+    assert verdict(pack.redis_sentinel_ha, sentinel_group(nodes, quorum), facts=DEV) == []
 
 
 @pytest.mark.parametrize(
     "changes",
     [{"architecture": "standalone"}, {"sentinel": {"enabled": False, "quorum": 2}}, {"sentinel": {"quorum": 2}}],
 )
-@pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_replication_with_sentinel_everywhere(stack: str, changes: dict[str, Any]) -> None:
+@pytest.mark.parametrize("facts", [DEV, PROD])
+def test_replication_with_sentinel_everywhere(facts: pack.StackFacts, changes: dict[str, Any]) -> None:
     # A small group is not reported on top: without Sentinel its size says nothing.
-    assert verdict(pack.redis_sentinel_ha, sentinel_group(1, 1, **changes), stack=stack) == [
+    assert verdict(pack.redis_sentinel_ha, sentinel_group(1, 1, **changes), facts=facts) == [
         "Redis must run replication with Sentinel"
     ]
 
@@ -449,7 +458,7 @@ def test_every_masterkey_holder_is_protected_in_prod(type_: str, name: str) -> N
     unprotected = verdict(pack.masterkey_protected, {}, type_=type_, name=name)
     assert unprotected == ["the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"]
     assert verdict(pack.masterkey_protected, {}, type_=type_, name=name, protect=True) == []
-    assert verdict(pack.masterkey_protected, {}, type_=type_, name=name, stack="dev") == []
+    assert verdict(pack.masterkey_protected, {}, type_=type_, name=name, facts=DEV) == []
 
 
 @pytest.mark.parametrize(
@@ -467,11 +476,17 @@ def test_other_secrets_may_rotate(type_: str, name: str) -> None:
 # --- zitadel-caches-on-redis (stack policy) -------------------------------------------------------------------------
 
 
-def caches(offset: Any = 2, *, enabled: Any = True, connectors: Mapping[str, str] | None = None) -> dict[str, Any]:
+def caches(
+    offset: Any = 2,
+    *,
+    enabled: Any = True,
+    connectors: Mapping[str, str] | None = None,
+    names: tuple[str, ...] = ("Instance", "Milestones", "Organization"),
+) -> dict[str, Any]:
     found: dict[str, Any] = {"Connectors": {"Redis": {"Enabled": enabled}}}
     if offset is not None:
         found["Connectors"]["Redis"]["DBOffset"] = offset
-    for cache in ("Instance", "Milestones", "Organization"):
+    for cache in names:
         found[cache] = {"Connector": (connectors or {}).get(cache, "redis")}
     return found
 
@@ -479,59 +494,79 @@ def caches(offset: Any = 2, *, enabled: Any = True, connectors: Mapping[str, str
 def stack(
     caches_config: Mapping[str, Any] | None,
     *,
-    events_db: str | None = "1",
+    layout: DbLayout = LAYOUT,
     databases: int | None = 16,
     with_redis: bool = True,
 ) -> list[str]:
+    """The stack policy's messages on ZITADEL's caches and a Redis running ``databases`` (None: no such line),
+    in a stack whose configuration asks for ``layout``."""
     resources = []
     if caches_config is not None:
         zitadel = release("zitadel", {"zitadel": {"configmapConfig": {"Caches": caches_config}}})
         resources.append(PolicyResource(RELEASE, zitadel, urn("prod"), "zitadel", options(), None, None, [], {}))
     if with_redis:
-        annotations = {} if events_db is None else {"blinkchamber.io/events-db": events_db}
         conf = "appendonly yes\n" + ("" if databases is None else f"databases {databases}\n") + 'save ""\n'
-        redis = release(REDIS_CHART, {"commonAnnotations": annotations, "commonConfiguration": conf})
+        redis = release(REDIS_CHART, {"commonConfiguration": conf})
         resources.append(PolicyResource(RELEASE, redis, urn("prod"), "redis", options(), None, None, [], {}))
     reported = Reported()
-    pack.zitadel_caches_on_redis(StackValidationArgs(resources), reported)
+    pack.zitadel_caches_on_redis(StackValidationArgs(resources), reported, pack.StackFacts("prod", layout))
     return reported.messages
 
 
-def block_message(events_db: int, first: int, last: int, offset: int) -> str:
+def offset_message(offset: int, used: str, planned: str, configured: int) -> str:
     return (
-        f"events DB {events_db} lies inside ZITADEL's cache block {first}..{last} "
-        f"(zitadel.cache.dbOffset {offset} + 1..7), where ZITADEL runs FLUSHDB"
+        f"Caches.Connectors.Redis.DBOffset {offset} puts ZITADEL's caches, and its FLUSHDB, in DBs {used}, "
+        f"not in the stack's {planned} (zitadel.cache.dbOffset {configured})"
     )
 
 
 @pytest.mark.parametrize(
-    ("offset", "events_db", "databases", "expected"),
+    ("offset", "layout", "expected"),
     [
-        (2, "1", 16, []),
-        (2, "2", 16, []),
-        (2, "3", 16, [block_message(3, 3, 9, 2)]),
-        (2, "9", 16, [block_message(9, 3, 9, 2)]),
-        (2, "10", 16, []),
-        (0, "1", 16, [block_message(1, 1, 7, 0)]),
-        (8, "1", 16, []),  # block 9..15 ends at databases - 1
-        (9, "1", 16, ["ZITADEL's cache block 10..16 needs DB indices < redis.databases (16)"]),
-        (10, "1", 32, []),
-        (2, "16", 16, ["events DB 16 must be < redis.databases (16)"]),
-        (2, "15", 16, []),
-        (2.0, "1", 16, []),  # numbers reach the pack as doubles
+        (2, LAYOUT, []),
+        (2.0, LAYOUT, []),  # numbers reach the pack as doubles
+        (0, LAYOUT, [offset_message(0, "1..7", "3..9", 2)]),
+        (3, LAYOUT, [offset_message(3, "4..10", "3..9", 2)]),
+        (1, LAYOUT, [offset_message(1, "2..8", "3..9", 2)]),
+        (8, DbLayout(events_db=1, cache_db_offset=8, databases=16), []),
+        (2, DbLayout(events_db=1, cache_db_offset=8, databases=16), [offset_message(2, "3..9", "9..15", 8)]),
     ],
 )
-def test_cache_block_against_the_events_db(offset: Any, events_db: str, databases: int, expected: list[str]) -> None:
-    assert stack(caches(offset), events_db=events_db, databases=databases) == expected
+def test_zitadel_uses_the_stacks_cache_offset(offset: Any, layout: DbLayout, expected: list[str]) -> None:
+    assert stack(caches(offset), layout=layout, databases=layout.databases) == expected
 
 
-def test_layout_defaults_when_redis_does_not_say() -> None:
-    # Without the annotation the events DB is DB 1; without a databases line Redis has 16.
-    assert stack(caches(0), events_db=None) == [block_message(1, 1, 7, 0)]
-    assert stack(caches(9), databases=None) == ["ZITADEL's cache block 10..16 needs DB indices < redis.databases (16)"]
-    assert stack(caches(9), databases=None, events_db=None) == [
-        "ZITADEL's cache block 10..16 needs DB indices < redis.databases (16)"
-    ]
+@pytest.mark.parametrize(
+    ("databases", "layout", "expected"),
+    [
+        (16, LAYOUT, []),
+        (None, LAYOUT, []),  # no databases line: Redis's own 16
+        (8, LAYOUT, ["Redis runs 8 databases, not the stack's redis.databases (16)"]),
+        (17, LAYOUT, ["Redis runs 17 databases, not the stack's redis.databases (16)"]),
+        (32, DbLayout(events_db=1, cache_db_offset=2, databases=32), []),
+        (
+            None,
+            DbLayout(events_db=1, cache_db_offset=2, databases=32),
+            ["Redis runs 16 databases, not the stack's redis.databases (32)"],
+        ),
+    ],
+)
+def test_redis_runs_the_stacks_databases(databases: int | None, layout: DbLayout, expected: list[str]) -> None:
+    assert stack(caches(layout.cache_db_offset), layout=layout, databases=databases) == expected
+
+
+def test_only_the_databases_line_counts() -> None:
+    # A longer key or an indented line is not redis.conf's databases directive.
+    zitadel = release("zitadel", {"zitadel": {"configmapConfig": {"Caches": caches()}}})
+    for text in ("databases-count 8\n", "  databases 8\n", "# databases 8\n"):
+        redis = release(REDIS_CHART, {"commonConfiguration": text})
+        resources = [
+            PolicyResource(RELEASE, zitadel, urn("prod"), "zitadel", options(), None, None, [], {}),
+            PolicyResource(RELEASE, redis, urn("prod"), "redis", options(), None, None, [], {}),
+        ]
+        reported = Reported()
+        pack.zitadel_caches_on_redis(StackValidationArgs(resources), reported, PROD)
+        assert reported.messages == [], text
 
 
 def test_caches_must_use_the_redis_connector() -> None:
@@ -550,6 +585,19 @@ def test_caches_must_use_the_redis_connector() -> None:
     ]
 
 
+def test_the_caches_the_layout_puts_on_redis_must_be_there() -> None:
+    # A stack whose layout has the login-state caches on Redis (dev's): they must use the Redis connector too.
+    login_state = ("Instance", "Milestones", "Organization", "IdPFormCallbacks", "FederatedLogouts")
+    layout = DbLayout(events_db=1, cache_db_offset=2, databases=16, redis_caches=login_state)
+    assert stack(caches(names=login_state), layout=layout) == []
+    assert stack(caches(), layout=layout) == [
+        "Caches.IdPFormCallbacks.Connector must be redis",
+        "Caches.FederatedLogouts.Connector must be redis",
+    ]
+    # Where the layout keeps them on Postgres, their connector is ZITADEL's business.
+    assert stack(caches(names=login_state, connectors={"IdPFormCallbacks": "postgres"})) == []
+
+
 def test_offset_must_be_set_and_redis_present() -> None:
     assert stack(caches(None)) == [
         "Caches.Connectors.Redis.DBOffset must be set: ZITADEL's default of 10 needs 18 databases"
@@ -561,7 +609,25 @@ def test_offset_must_be_set_and_redis_present() -> None:
     assert stack(None) == []  # a stack without ZITADEL has nothing to check
 
 
+def test_the_layout_comes_from_the_stack_not_from_redis_annotations() -> None:
+    # The program's layout annotations are for operators: one saying otherwise changes nothing.
+    zitadel = release("zitadel", {"zitadel": {"configmapConfig": {"Caches": caches(0)}}})
+    redis = release(REDIS_CHART, {"commonAnnotations": {"blinkchamber.io/events-db": "12"}})
+    resources = [
+        PolicyResource(RELEASE, zitadel, urn("prod"), "zitadel", options(), None, None, [], {}),
+        PolicyResource(RELEASE, redis, urn("prod"), "redis", options(), None, None, [], {}),
+    ]
+    reported = Reported()
+    pack.zitadel_caches_on_redis(StackValidationArgs(resources), reported, PROD)
+    assert reported.messages == [offset_message(0, "1..7", "3..9", 2)]
+
+
 # --- the pack ------------------------------------------------------------------------------------------------------
+
+
+def facts_of(stack_name: str) -> pack.StackFacts:
+    """The facts of the stacks named ``dev`` and ``prod`` as their own configurations give them."""
+    return {"dev": DEV, "prod": PROD}[stack_name]
 
 
 #: Each policy of the pack by name, with an input it must refuse and the first thing it reports.
@@ -591,9 +657,14 @@ PACK: dict[str, tuple[dict[str, Any], str, str]] = {
 }
 
 
+def policy_named(name: str, facts: pack.FactsOf = facts_of) -> Any:
+    (found,) = [p for p in pack.policies(facts) if p.name == name]
+    return found
+
+
 @pytest.mark.parametrize("name", sorted(PACK))
 def test_the_pack_enforces_each_resource_policy(name: str) -> None:
-    (policy,) = [p for p in pack.policies() if p.name == name]
+    policy = policy_named(name)
     assert isinstance(policy, ResourceValidationPolicy)
     assert policy.enforcement_level == EnforcementLevel.MANDATORY
     props, stack_name, first = PACK[name]
@@ -602,8 +673,28 @@ def test_the_pack_enforces_each_resource_policy(name: str) -> None:
     assert reported.messages[0] == first
 
 
+#: Two stacks whose names mislead: a second prod environment, and a stack named prod configured as dev.
+MISLEADING = {"prod-eu": PROD, "prod": DEV}
+
+
+@pytest.mark.parametrize(("stack_name", "refused"), [("prod-eu", True), ("prod", False)])
+def test_the_environment_decides_what_is_prod_not_the_name(stack_name: str, refused: bool) -> None:
+    small_group = ResourceValidationArgs(RELEASE, sentinel_group(2, 2), urn(stack_name), "r", options(), None)
+    reported = Reported()
+    policy_named("redis-sentinel-ha", MISLEADING.__getitem__).validate(small_group, reported)
+    assert reported.messages == (["prod needs at least 3 Redis nodes, has 2"] if refused else [])
+    secret = "kubernetes:core/v1:Secret"
+    unprotected = ResourceValidationArgs(
+        secret, {}, urn(stack_name, secret, "zitadel-masterkey"), "zitadel-masterkey", options(), None
+    )
+    reported = Reported()
+    policy_named("masterkey-protected-in-prod", MISLEADING.__getitem__).validate(unprotected, reported)
+    message = "the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"
+    assert reported.messages == ([message] if refused else [])
+
+
 def test_the_pack_enforces_the_masterkey_and_cache_policies() -> None:
-    (masterkey,) = [p for p in pack.policies() if p.name == "masterkey-protected-in-prod"]
+    masterkey = policy_named("masterkey-protected-in-prod")
     assert isinstance(masterkey, ResourceValidationPolicy)
     assert masterkey.enforcement_level == EnforcementLevel.MANDATORY
     reported = Reported()
@@ -615,7 +706,7 @@ def test_the_pack_enforces_the_masterkey_and_cache_policies() -> None:
     assert reported.messages == [
         "the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"
     ]
-    (layout,) = [p for p in pack.policies() if p.name == "zitadel-caches-on-redis"]
+    layout = policy_named("zitadel-caches-on-redis")
     assert isinstance(layout, StackValidationPolicy)
     assert layout.enforcement_level == EnforcementLevel.MANDATORY
     zitadel = release("zitadel", {"zitadel": {"configmapConfig": {"Caches": caches(2)}}})
@@ -623,9 +714,14 @@ def test_the_pack_enforces_the_masterkey_and_cache_policies() -> None:
     reported = Reported()
     layout.validate(StackValidationArgs(resources), reported)
     assert reported.messages == ["ZITADEL's caches need the Redis release in the same stack"]
+    # A stack without resources names no stack: nothing to look up, nothing to report.
+    empty = policy_named(layout.name, lambda name: pytest.fail(f"looked up {name}"))
+    reported = Reported()
+    empty.validate(StackValidationArgs([]), reported)
+    assert reported.messages == []
 
 
 def test_every_policy_of_the_pack_is_mandatory_and_described() -> None:
-    for policy in pack.policies():
+    for policy in pack.policies(facts_of):
         assert policy.enforcement_level == EnforcementLevel.MANDATORY, policy.name
         assert policy.description.endswith("."), policy.name

@@ -14,6 +14,8 @@ import pytest
 
 from components import redis_settings
 from components.redis import redis_values
+from components.wiring import redis_args
+from stacks import names
 from stacks.config import StackConfig
 from tests.conftest import stack_config
 from tests.expectations import ABSENT, Contains, Row, both, mismatches, resources
@@ -150,14 +152,15 @@ VALUES: list[Row] = [
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_redis_values(stack: str) -> None:
-    assert mismatches(redis_values(stack_config(stack)), VALUES, stack) == []
+    assert mismatches(redis_values(redis_args(stack_config(stack))), VALUES, stack) == []
 
 
 def test_a_mirror_registry_turns_the_image_guard_off() -> None:
     cfg = stack_config("prod")
     images = cfg.redis.images
     mirrored = images.model_copy(update={"kubectl": images.kubectl.model_copy(update={"registry": "mirror.example"})})
-    values = redis_values(cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"images": mirrored})}))
+    mirror = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"images": mirrored})})
+    values = redis_values(redis_args(mirror))
     assert values["global"]["security"]["allowInsecureImages"] is True
     assert values["kubectl"]["image"]["registry"] == "mirror.example"
     assert values["image"]["registry"] == "docker.io"
@@ -170,7 +173,8 @@ def with_redis(cfg: StackConfig, **changes: object) -> StackConfig:
 def test_stack_knobs_reach_the_values() -> None:
     cfg = stack_config("dev")
     persistence = cfg.redis.persistence.model_copy(update={"storage_class": "fast-ssd", "appendfsync": "always"})
-    values = redis_values(with_redis(cfg, persistence=persistence, client_namespaces=("event-relay",), metrics=False))
+    tuned = with_redis(cfg, persistence=persistence, client_namespaces=("event-relay",), metrics=False)
+    values = redis_values(redis_args(tuned))
     assert values["replica"]["persistence"] == {"enabled": True, "size": "1Gi", "storageClass": "fast-ssd"}
     assert values["commonConfiguration"].startswith('databases 16\nappendonly yes\nappendfsync always\nsave ""\n')
     assert values["metrics"]["enabled"] is False
@@ -257,7 +261,7 @@ def test_sentinel_settings_follow_the_knobs() -> None:
     assert redis_settings.sentinel_settings(tuned.redis) == redis_settings.SentinelSettings(
         master_set="mymaster", quorum=3, down_after_milliseconds=3000, failover_timeout=30000, parallel_syncs=2
     )
-    values = redis_values(tuned)["sentinel"]
+    values = redis_values(redis_args(tuned))["sentinel"]
     assert (values["quorum"], values["downAfterMilliseconds"], values["failoverTimeout"], values["parallelSyncs"]) == (
         3,
         3000,
@@ -268,7 +272,8 @@ def test_sentinel_settings_follow_the_knobs() -> None:
 
 def test_only_flushall_is_disabled() -> None:
     # FLUSHDB stays: ZITADEL truncates a cache with it.
-    assert redis_settings.disabled_commands() == ("FLUSHALL",)
+    assert names.REDIS_DISABLED_COMMANDS == ("FLUSHALL",)  # what the test bed's processes run with
+    assert redis_values(redis_args(stack_config("prod")))["replica"]["disableCommands"] == ["FLUSHALL"]
 
 
 # --- the password copy, run for real -------------------------------------------------------------------------------
@@ -279,7 +284,7 @@ TARGET = "/opt/bitnami/redis/secrets/redis-password"
 
 def run_copy(tmp_path: Path, rendered: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The init container's command with its two paths moved under ``tmp_path``, run by the real shell."""
-    command = redis_values(stack_config("prod"))["replica"]["initContainers"][0]["command"]
+    command = redis_values(redis_args(stack_config("prod")))["replica"]["initContainers"][0]["command"]
     source, target = tmp_path / "agent" / "redis-password", tmp_path / "shared" / "redis-password"
     source.parent.mkdir()
     target.parent.mkdir()

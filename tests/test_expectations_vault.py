@@ -15,7 +15,7 @@ from pulumi.runtime import rpc
 from stacks import mocked
 from stacks.defaults import deep_merge
 from stacks.plan import describe
-from stacks.stackfile import read_stack_config
+from stacks.stackfile import SECRET, read_stack_config
 from tests.conftest import PROJECT_DIR, recorded
 from tests.expectations import ABSENT, Row, both, mismatches
 
@@ -123,7 +123,7 @@ def test_dev_writes_the_bundled_postgres_dsn() -> None:
 def test_dsn_from_config_is_written_to_vault() -> None:
     config, secret_keys = read_stack_config(PROJECT_DIR / "Pulumi.prod.yaml")
     config = deep_merge(config, {"zitadel": {"database": {"dsnVaultSecret": None, "dsnFromConfig": True}}})
-    config["postgresDsn"] = mocked.UNDECRYPTED
+    config["postgresDsn"] = SECRET
     recording = mocked.run_program("prod", config, {*secret_keys, "postgresDsn"})
     assert kv_data(recording, "zitadel-database") == {"dsn": "[secret]"}
     resource = recording.one("vault:kv/secretV2:SecretV2", "zitadel-database")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from components.wiring import zitadel_args
 from components.zitadel import zitadel_values
 from stacks.config import StackConfig
 from tests.conftest import stack_config
@@ -108,7 +109,7 @@ VALUES: list[Row] = [
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_zitadel_values(stack: str) -> None:
-    assert mismatches(zitadel_values(stack_config(stack)), VALUES, stack) == []
+    assert mismatches(zitadel_values(zitadel_args(stack_config(stack))), VALUES, stack) == []
 
 
 def with_zitadel(cfg: StackConfig, **changes: Any) -> StackConfig:
@@ -117,9 +118,9 @@ def with_zitadel(cfg: StackConfig, **changes: Any) -> StackConfig:
 
 def test_pdb_from_the_second_replica() -> None:
     dev = stack_config("dev")
-    assert zitadel_values(with_zitadel(dev, replicas=2))["pdb"] == {"enabled": True, "minAvailable": 1}
-    assert zitadel_values(with_zitadel(dev, replicas=3))["pdb"] == {"enabled": True, "minAvailable": 1}
-    assert zitadel_values(with_zitadel(stack_config("prod"), replicas=1))["pdb"] == {"enabled": False}
+    assert zitadel_values(zitadel_args(with_zitadel(dev, replicas=2)))["pdb"] == {"enabled": True, "minAvailable": 1}
+    assert zitadel_values(zitadel_args(with_zitadel(dev, replicas=3)))["pdb"] == {"enabled": True, "minAvailable": 1}
+    assert zitadel_values(zitadel_args(with_zitadel(stack_config("prod"), replicas=1)))["pdb"] == {"enabled": False}
 
 
 def test_stack_knobs_reach_zitadel() -> None:
@@ -137,7 +138,7 @@ def test_stack_knobs_reach_zitadel() -> None:
             }
         ),
     )
-    values = zitadel_values(tuned)
+    values = zitadel_values(zitadel_args(tuned))
     config = values["zitadel"]["configmapConfig"]
     assert config["ExternalPort"] == 8443
     assert (
@@ -153,4 +154,4 @@ def test_stack_knobs_reach_zitadel() -> None:
     persistent = with_zitadel(
         bundled, database=bundled.zitadel.database.model_copy(update={"bundled_persistence": True})
     )
-    assert zitadel_values(persistent)["postgresql"]["primary"]["persistence"] == {"enabled": True}
+    assert zitadel_values(zitadel_args(persistent))["postgresql"]["primary"]["persistence"] == {"enabled": True}

@@ -14,11 +14,12 @@ from policy import policies as pack
 from stacks import mocked
 from stacks.defaults import deep_merge
 from stacks.loader import StackConfigError, load
+from stacks.names import HELM_RELEASE_TYPE
 from stacks.plan import mask
 from stacks.stackfile import read_stack_config
 from tests import pss, rendering
 from tests.conftest import PROJECT_DIR
-from tests.policy_inputs import options
+from tests.policy_inputs import options, stack_facts
 from tests.rendering import pod_templates, rendered
 
 INJECT = "vault.hashicorp.com/"
@@ -376,7 +377,7 @@ def pack_findings(release: str, inputs: rendering.ReleaseInputs, values: dict[st
     """What the policy pack's resources policy reports on a release with these values."""
     props = {"chart": inputs.chart.chart, "version": inputs.chart.version, "values": values}
     args = ResourceValidationArgs(
-        pack.RELEASE, props, f"urn:pulumi:dev::p::{pack.RELEASE}::{release}", release, options(), None
+        HELM_RELEASE_TYPE, props, f"urn:pulumi:dev::p::{HELM_RELEASE_TYPE}::{release}", release, options(), None
     )
     found: list[str] = []
     validate, _ = pack.RESOURCE_POLICIES["resources-on-every-container"]
@@ -384,7 +385,7 @@ def pack_findings(release: str, inputs: rendering.ReleaseInputs, values: dict[st
     def report(message: str, urn: str | None = None) -> None:
         found.append(message)
 
-    validate(args, report)
+    validate(args, report, stack_facts("dev"))
     return found
 
 

@@ -1,30 +1,44 @@
-"""The policy pack on the mocked resource graph: each policy passes on both stacks and fails on a broken input."""
+"""The policy pack on the mocked resource graph: each policy passes on both stacks and fails on a broken input.
+
+The pack runs as ``pulumi preview`` runs it: every policy through ``policies()``, given the stack's facts by
+``stack_files`` (the stack's own ``Pulumi.<stack>.yaml``), found by the stack name in each resource's URN.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pulumi_policy import (
     PolicyResource,
     ResourceValidationArgs,
+    ResourceValidationPolicy,
     StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.deserialize import deserialize_properties
 
 from policy import policies as pack
-from stacks import mocked
-from tests.policy_inputs import as_args, options
-
-RELEASE = "kubernetes:helm.sh/v3:Release"
+from stacks import dblayout, mocked, names
+from stacks.defaults import deep_merge
+from stacks.names import HELM_RELEASE_TYPE
+from stacks.stackfile import read_stack_config
+from tests.conftest import PROJECT_DIR
+from tests.policy_inputs import as_args, options, stack_facts
 
 
 def resource_violations(
-    recording: mocked.Recording, policy: str, mutate: Callable[[ResourceValidationArgs], None] | None = None
+    recording: mocked.Recording,
+    policy: str,
+    mutate: Callable[[ResourceValidationArgs], None] | None = None,
+    facts_of: pack.FactsOf = stack_facts,
 ) -> list[str]:
-    validate, _ = pack.RESOURCE_POLICIES[policy]
+    (validator,) = [p for p in pack.policies(facts_of) if p.name == policy]
+    assert isinstance(validator, ResourceValidationPolicy)
     found: list[str] = []
     for resource in recording.resources:
         args = as_args(resource)
@@ -35,12 +49,14 @@ def resource_violations(
         def report(message: str, urn: str | None = None, name: str = name) -> None:
             found.append(f"{name}: {message}")
 
-        validate(args, report)
+        validator.validate(args, report)
     return found
 
 
 def stack_violations(
-    recording: mocked.Recording, mutate: Callable[[list[PolicyResource]], None] | None = None
+    recording: mocked.Recording,
+    mutate: Callable[[list[PolicyResource]], None] | None = None,
+    facts_of: pack.FactsOf = stack_facts,
 ) -> list[str]:
     resources = [
         PolicyResource(r.type, deserialize_properties(r.inputs), r.urn, r.name, options(r.protect), None, None, [], {})
@@ -49,18 +65,19 @@ def stack_violations(
     if mutate is not None:
         mutate(resources)
     found: list[str] = []
-    validate, _ = pack.STACK_POLICIES["zitadel-caches-on-redis"]
+    (validator,) = [p for p in pack.policies(facts_of) if p.name == "zitadel-caches-on-redis"]
+    assert isinstance(validator, StackValidationPolicy)
 
     def report(message: str, urn: str | None = None) -> None:
         found.append(message)
 
-    validate(StackValidationArgs(resources), report)
+    validator.validate(StackValidationArgs(resources), report)
     return found
 
 
 def on_release(chart: str, change: Callable[[dict[str, Any]], None]) -> Callable[[ResourceValidationArgs], None]:
     def mutate(args: ResourceValidationArgs) -> None:
-        if args.resource_type == RELEASE and pack.chart_of(args.props) == chart:
+        if args.resource_type == HELM_RELEASE_TYPE and pack.chart_of(args.props) == chart:
             props = copy.deepcopy(dict(args.props))
             change(props)
             args.props = props
@@ -77,6 +94,108 @@ def test_stack_policy_passes_on_the_program(recording: mocked.Recording) -> None
     assert stack_violations(recording) == []
 
 
+@pytest.mark.parametrize(
+    ("stack", "expected"),
+    [
+        # README's tables: events in DB 1, ZITADEL's offset 2, 16 databases; dev keeps the login state on Redis.
+        (
+            "dev",
+            pack.StackFacts(
+                "dev",
+                dblayout.DbLayout(
+                    events_db=1,
+                    cache_db_offset=2,
+                    databases=16,
+                    redis_caches=("Instance", "Milestones", "Organization", "IdPFormCallbacks", "FederatedLogouts"),
+                ),
+            ),
+        ),
+        (
+            "prod",
+            pack.StackFacts(
+                "prod",
+                dblayout.DbLayout(
+                    events_db=1,
+                    cache_db_offset=2,
+                    databases=16,
+                    redis_caches=("Instance", "Milestones", "Organization"),
+                ),
+            ),
+        ),
+    ],
+)
+def test_the_pack_reads_each_stack_file(stack: str, expected: pack.StackFacts) -> None:
+    assert stack_facts(stack) == expected
+
+
+def shrink(props: dict[str, Any]) -> None:
+    props["values"]["replica"]["replicaCount"] = 2
+    props["values"]["sentinel"]["quorum"] = 1
+
+
+def unprotect(args: ResourceValidationArgs) -> None:
+    args.opts = options(False)
+
+
+SMALL_GROUP = [
+    "redis: prod needs at least 3 Redis nodes, has 2",
+    "redis: prod needs a Sentinel quorum of at least 2, has 1",
+]
+_MASTERKEY = "the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"
+#: The random value, its Vault copy and the Kubernetes Secret.
+UNPROTECTED_MASTERKEY = [f"zitadel-masterkey: {_MASTERKEY}"] * 2 + [f"zitadel: {_MASTERKEY}"]
+
+
+def other_stack(
+    tmp_path: Path, stack: str, source: str, changes: dict[str, Any]
+) -> tuple[mocked.Recording, pack.FactsOf]:
+    """``source``'s stack file with ``changes`` as the stack ``stack`` of a project in ``tmp_path``: the program's run
+    under that name, and the pack reading that project."""
+    config, secret_keys = read_stack_config(PROJECT_DIR / f"Pulumi.{source}.yaml")
+    config = deep_merge(config, changes)
+    document = {"config": {f"{names.PROJECT}:{key}": value for key, value in config.items()}}
+    (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document))
+    return mocked.run_program(stack, config, secret_keys), pack.stack_files(tmp_path)
+
+
+def test_a_prod_stack_of_another_name_gets_the_prod_policies(tmp_path: Path) -> None:
+    # A second prod stack, with Vault names of its own (the program refuses two stacks writing the same ones).
+    recording, facts_of = other_stack(
+        tmp_path, "prod-eu", "prod", {"environment": "prod", "vault": {"namePrefix": "eu"}}
+    )
+    assert facts_of("prod-eu").environment == "prod"
+    assert {pack.stack_of(resource.urn) for resource in recording.resources} == {"prod-eu"}
+    for policy in pack.RESOURCE_POLICIES:
+        assert resource_violations(recording, policy, facts_of=facts_of) == [], policy
+    assert stack_violations(recording, facts_of=facts_of) == []
+    assert resource_violations(recording, "redis-sentinel-ha", on_release("redis", shrink), facts_of) == SMALL_GROUP
+    found = resource_violations(recording, "masterkey-protected-in-prod", unprotect, facts_of)
+    assert sorted(found) == UNPROTECTED_MASTERKEY
+
+
+def test_a_stack_named_prod_in_the_dev_environment_gets_the_dev_policies(tmp_path: Path) -> None:
+    # The configuration's environment decides which defaults and rules a stack gets, whatever its name; the pack
+    # follows it. Dev's stack file, as a stack named prod.
+    recording, facts_of = other_stack(
+        tmp_path, "prod", "dev", {"environment": "dev", "vault": {"namePrefix": "other"}}
+    )
+    assert facts_of("prod").environment == "dev"
+    assert {pack.stack_of(resource.urn) for resource in recording.resources} == {"prod"}
+    assert resource_violations(recording, "redis-sentinel-ha", on_release("redis", shrink), facts_of) == []
+    assert resource_violations(recording, "masterkey-protected-in-prod", unprotect, facts_of) == []
+    # Dev's rules still hold: a Sentinel group without Sentinel is refused in any environment.
+    no_sentinel = on_release("redis", lambda p: p["values"]["sentinel"].update(enabled=False))
+    assert resource_violations(recording, "redis-sentinel-ha", no_sentinel, facts_of) == [
+        "redis: Redis must run replication with Sentinel"
+    ]
+
+
+def test_a_stack_without_a_stack_file_stops_the_pack(tmp_path: Path, recording: mocked.Recording) -> None:
+    # The pack has no facts to guess: a stack it cannot read is an error, never a stack without prod's policies.
+    with pytest.raises(FileNotFoundError, match=r"no stack file Pulumi\.(dev|prod)\.yaml in "):
+        resource_violations(recording, "redis-auth-enabled", facts_of=pack.stack_files(tmp_path))
+
+
 def test_redis_auth_off_fails(recording: mocked.Recording) -> None:
     found = resource_violations(
         recording, "redis-auth-enabled", on_release("redis", lambda p: p["values"]["auth"].update(sentinel=False))
@@ -85,18 +204,8 @@ def test_redis_auth_off_fails(recording: mocked.Recording) -> None:
 
 
 def test_small_sentinel_group_fails_in_prod_only(recording: mocked.Recording, stack: str) -> None:
-    def shrink(props: dict[str, Any]) -> None:
-        props["values"]["replica"]["replicaCount"] = 2
-        props["values"]["sentinel"]["quorum"] = 1
-
     found = resource_violations(recording, "redis-sentinel-ha", on_release("redis", shrink))
-    if stack == "prod":
-        assert found == [
-            "redis: prod needs at least 3 Redis nodes, has 2",
-            "redis: prod needs a Sentinel quorum of at least 2, has 1",
-        ]
-    else:
-        assert found == []
+    assert found == (SMALL_GROUP if stack == "prod" else [])
     no_sentinel = on_release("redis", lambda p: p["values"]["sentinel"].update(enabled=False))
     assert resource_violations(recording, "redis-sentinel-ha", no_sentinel) == [
         "redis: Redis must run replication with Sentinel"
@@ -199,19 +308,14 @@ def test_unpinned_chart_fails(recording: mocked.Recording) -> None:
 
 
 def test_unprotected_masterkey_fails_in_prod(recording: mocked.Recording, stack: str) -> None:
-    def unprotect(args: ResourceValidationArgs) -> None:
-        args.opts = options(False)
-
     found = resource_violations(recording, "masterkey-protected-in-prod", unprotect)
-    message = "the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"
-    # The random value, its Vault copy and the Kubernetes Secret; dev may lose its masterkey.
-    expected = [f"zitadel-masterkey: {message}", f"zitadel-masterkey: {message}", f"zitadel: {message}"]
-    assert sorted(found) == (expected if stack == "prod" else [])
+    # Dev may lose its masterkey.
+    assert sorted(found) == (UNPROTECTED_MASTERKEY if stack == "prod" else [])
 
 
-def test_cache_layout_fails(recording: mocked.Recording) -> None:
+def test_cache_layout_fails(recording: mocked.Recording, stack: str) -> None:
     def releases(resources: list[PolicyResource], chart: str) -> dict[str, Any]:
-        (release,) = [r for r in resources if r.resource_type == RELEASE and pack.chart_of(r.props) == chart]
+        (release,) = [r for r in resources if r.resource_type == HELM_RELEASE_TYPE and pack.chart_of(r.props) == chart]
         release.props = copy.deepcopy(dict(release.props))
         values: dict[str, Any] = release.props["values"]
         return values
@@ -219,13 +323,31 @@ def test_cache_layout_fails(recording: mocked.Recording) -> None:
     def overlap(resources: list[PolicyResource]) -> None:
         releases(resources, "zitadel")["zitadel"]["configmapConfig"]["Caches"]["Connectors"]["Redis"]["DBOffset"] = 0
 
-    (message,) = stack_violations(recording, overlap)
-    assert message.startswith("events DB 1 lies inside ZITADEL's cache block 1..7")
+    assert stack_violations(recording, overlap) == [
+        "Caches.Connectors.Redis.DBOffset 0 puts ZITADEL's caches, and its FLUSHDB, in DBs 1..7, not in the "
+        "stack's 3..9 (zitadel.cache.dbOffset 2)"
+    ]
 
     def memory_cache(resources: list[PolicyResource]) -> None:
         releases(resources, "zitadel")["zitadel"]["configmapConfig"]["Caches"]["Milestones"]["Connector"] = "memory"
 
     assert stack_violations(recording, memory_cache) == ["Caches.Milestones.Connector must be redis"]
+
+    def login_state_on_postgres(resources: list[PolicyResource]) -> None:
+        caches = releases(resources, "zitadel")["zitadel"]["configmapConfig"]["Caches"]
+        caches["IdPFormCallbacks"] = {"Connector": "postgres"}
+
+    # Dev's layout puts the login-state caches on Redis; prod's keeps them on Postgres.
+    expected = ["Caches.IdPFormCallbacks.Connector must be redis"] if stack == "dev" else []
+    assert stack_violations(recording, login_state_on_postgres) == expected
+
+    def fewer_databases(resources: list[PolicyResource]) -> None:
+        redis = releases(resources, "redis")
+        redis["commonConfiguration"] = redis["commonConfiguration"].replace("databases 16\n", "databases 8\n")
+
+    assert stack_violations(recording, fewer_databases) == [
+        "Redis runs 8 databases, not the stack's redis.databases (16)"
+    ]
 
 
 # --- the edge and Redis memory ----------------------------------------------------------------------------------------

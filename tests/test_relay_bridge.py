@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from components.event_relay import relay_document
+from components.wiring import event_relay_args
 from relay.bridge import OVERLAP_US, Bridge, DenseWindowError
 from relay.metrics import Metrics, serve
 from relay.settings import Settings
@@ -134,7 +135,7 @@ def make_env(bed: RedisBed, prod: StackConfig, tmp: Path, **document_overrides: 
     password_file.write_text(bed.password)
     api = StandInEventApi(token=token, instance_host=prod.zitadel.external_domain).start()
     doc = local_relay_document(
-        relay_document(prod),
+        relay_document(event_relay_args(prod)),
         api=api,
         instance_host=prod.zitadel.external_domain,
         sentinel_ports=[s.port for s in bed.sentinels],
@@ -754,7 +755,7 @@ def test_a_rotated_redis_password_is_read_on_reconnect(own_env: Env) -> None:
 
 def test_the_metrics_listen_on_loopback_outside_the_cluster(env: Env) -> None:
     assert env.settings.metrics_host == "127.0.0.1"
-    assert relay_document(stack_config("prod"))["metricsHost"] == "0.0.0.0"
+    assert relay_document(event_relay_args(stack_config("prod")))["metricsHost"] == "0.0.0.0"
 
 
 def test_old_dedup_buckets_are_deleted_and_a_lagging_bridge_writes_nothing_behind_them(env: Env) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from components.event_relay import network_policies, pod_annotations, relay_document
+from components.wiring import event_relay_args
 from stacks import mocked
 from stacks.config import StackConfig
 from stacks.plan import mask
@@ -27,7 +28,7 @@ ZITADEL_PROVIDER = "pulumi:providers:zitadel"
 
 
 def test_the_relay_document(cfg: StackConfig, stack: str) -> None:
-    doc = relay_document(cfg)
+    doc = relay_document(event_relay_args(cfg))
     assert doc == {
         "instance": {"dev": "localhost", "prod": "id.blinkchamber.com"}[stack],
         "zitadel": {
@@ -92,7 +93,7 @@ def test_vault_role_and_policy(recording: mocked.Recording) -> None:
 
 
 def test_injector_annotations(cfg: StackConfig) -> None:
-    annotations = pod_annotations(cfg)
+    annotations = pod_annotations(event_relay_args(cfg))
     digest = annotations.pop("blinkchamber.io/relay-config-sha256")
     assert len(digest) == 64
     p = "vault.hashicorp.com/"
@@ -181,11 +182,11 @@ def test_the_deployment(recording: mocked.Recording, cfg: StackConfig, stack: st
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9090}
     # The mocked provider reads back KV version 1 of the Redis password: the version rolls the pods, never the value.
     assert spec["template"]["metadata"]["annotations"] == {
-        **pod_annotations(cfg),
+        **pod_annotations(event_relay_args(cfg)),
         "blinkchamber.io/redis-password-version": "1",
     }
     config = json.loads(recording.one(CONFIG_MAP, "event-relay").inputs["data"]["relay.json"])
-    assert config == relay_document(cfg)
+    assert config == relay_document(event_relay_args(cfg))
     pdb = recording.one("kubernetes:policy/v1:PodDisruptionBudget", "event-relay").inputs
     assert pdb["spec"]["minAvailable"] == 1
 
@@ -195,7 +196,7 @@ def peers(rule: dict[str, Any]) -> list[Any]:
 
 
 def test_network_policies(cfg: StackConfig) -> None:
-    relay, zitadel = network_policies(cfg)
+    relay, zitadel = network_policies(event_relay_args(cfg))
     assert relay["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "event-relay"
     assert relay["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert relay["spec"]["ingress"] == []  # no metrics namespace configured: nothing may connect
@@ -236,7 +237,7 @@ def test_metrics_namespaces_open_the_metrics_port_only() -> None:
     base = stack_config("dev")
     relay_cfg = base.events.relay.model_copy(update={"metrics_namespaces": ("monitoring",)})
     cfg = base.model_copy(update={"events": base.events.model_copy(update={"relay": relay_cfg})})
-    policy, _ = network_policies(cfg)
+    policy, _ = network_policies(event_relay_args(cfg))
     assert policy["spec"]["ingress"] == [
         {
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
@@ -343,7 +344,7 @@ def test_the_bridge_pod_passes_pod_security_restricted_with_the_vault_agent(cfg:
     from tests import pss
     from tests.test_pod_security import inject_vault_agent
 
-    template = deployment_spec(cfg)["template"]
+    template = deployment_spec(event_relay_args(cfg))["template"]
     injected = inject_vault_agent(template)
     assert [c["name"] for c in injected["spec"]["initContainers"]] == ["vault-agent-init"]
     assert pss.violations("event-relay", injected) == []

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pulumi.runtime import rpc
 
 from stacks import mocked, names
 from tests import rendering
+from tests.conftest import recorded
 from tests.rendering import containers, find, kubernetes_errors, labelled, pod_templates, rendered
 
 VAULT = "vault.hashicorp.com/"
@@ -511,6 +513,39 @@ def test_every_secret_a_pod_reads_is_made_by_the_program(stack: str, release: st
     }
     # login-client holds a token ZITADEL's setup job creates at run time (kubectl in the job's sidecar).
     assert read - {"login-client"} <= declared
+
+
+def secret_keys_read(manifests: list[dict[str, Any]], secret: str) -> set[str]:
+    """The keys of ``secret`` the pods read: as ``secretKeyRef``s, or as files of a volume of the whole Secret."""
+    keys: set[str] = set()
+    for _, pod in pod_templates(manifests):
+        volumes = {
+            v["name"] for v in pod["spec"].get("volumes") or [] if (v.get("secret") or {}).get("secretName") == secret
+        }
+        for _, c in containers(pod["spec"]):
+            mounts = [m["mountPath"].rstrip("/") for m in c.get("volumeMounts") or [] if m["name"] in volumes]
+            for item in c.get("env") or []:
+                if (ref := (item.get("valueFrom") or {}).get("secretKeyRef")) and ref["name"] == secret:
+                    keys.add(ref["key"])
+                value = item.get("value") or ""
+                keys |= {posixpath.relpath(value, mount) for mount in mounts if value.startswith(f"{mount}/")}
+    return keys
+
+
+def test_the_bundled_postgres_finds_every_password_it_reads() -> None:
+    # The subchart's superuser, and the chart's application user ("zitadel"): its image refuses to start without a
+    # password for that user, though ZITADEL itself connects as the superuser.
+    read = secret_keys_read(rendered("dev", "zitadel"), names.ZITADEL_POSTGRES_AUTH_SECRET)
+    assert read == {"postgres-password", "password"}
+    string_data = recorded("dev").one(K8S_SECRET, names.ZITADEL_POSTGRES_AUTH_SECRET).inputs["stringData"]
+    assert read == set(rpc.unwrap_rpc_secret(string_data))
+
+
+def test_a_password_key_the_postgres_reads_and_no_secret_holds_is_caught() -> None:
+    declared = {"postgres-password"}  # as if the application user's password were dropped
+    assert secret_keys_read(rendered("dev", "zitadel"), names.ZITADEL_POSTGRES_AUTH_SECRET) - declared == {
+        "password"
+    }
 
 
 @release

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from stacks import mocked
-from stacks.mocked import UNDECRYPTED
 from stacks.plan import mask
-from stacks.stackfile import parse_stack_config
+from stacks.stackfile import SECRET, parse_stack_config
 from tests.conftest import PROJECT_DIR, record
 
 STACK = """
@@ -23,8 +22,8 @@ config:
 
 def test_secure_values_become_secret_stand_ins() -> None:
     config, secret_keys = parse_stack_config(STACK)
-    assert config["postgresDsn"] == UNDECRYPTED
-    assert config["zitadel"]["database"]["dsnFromConfig"] == UNDECRYPTED
+    assert config["postgresDsn"] == "[secret]"
+    assert config["zitadel"]["database"]["dsnFromConfig"] == "[secret]"
     # Pulumi marks the whole key secret when any value inside it is.
     assert secret_keys == {"postgresDsn", "zitadel"}
     # Provider settings of other namespaces are not this program's config.
@@ -38,7 +37,7 @@ def test_empty_stack_file() -> None:
 
 def test_vault_token_reaches_the_provider_as_a_secret() -> None:
     config, secret_keys = parse_stack_config((PROJECT_DIR / "Pulumi.prod.yaml").read_text())
-    recording = mocked.run_program("prod", {**config, "vaultToken": UNDECRYPTED}, {*secret_keys, "vaultToken"})
+    recording = mocked.run_program("prod", {**config, "vaultToken": SECRET}, {*secret_keys, "vaultToken"})
     provider = recording.one("pulumi:providers:vault", "vault")
     assert mask(provider.inputs["token"]) == "[secret]"
     assert provider.inputs["address"] == "https://vault.blinkchamber.internal:8200"

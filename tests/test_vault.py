@@ -8,6 +8,7 @@ real agent in ``tests/test_vault_server.py``.
 from __future__ import annotations
 
 import os
+import posixpath
 import secrets
 import shutil
 import stat
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from components.redis import redis_values
+from components.wiring import redis_args, zitadel_args
 from components.zitadel import zitadel_values
 from stacks import names
 from stacks.config import StackConfig
@@ -36,7 +38,7 @@ TARGET = "/opt/bitnami/redis/secrets/redis-password"
 
 
 def test_redis_annotations_survive_the_charts_tpl(cfg: StackConfig) -> None:
-    replica = redis_values(cfg)["replica"]
+    replica = redis_values(redis_args(cfg))["replica"]
     # The chart runs pod annotations (and init containers) through Helm's tpl: no Go-template braces may reach it.
     assert not any("{{" in value for value in replica["podAnnotations"].values())
     assert "{{" not in str(replica["initContainers"])
@@ -45,13 +47,14 @@ def test_redis_annotations_survive_the_charts_tpl(cfg: StackConfig) -> None:
 
 
 def test_every_injected_file_fails_on_a_missing_key(cfg: StackConfig) -> None:
-    for pod in (redis_values(cfg)["replica"]["podAnnotations"], zitadel_values(cfg)["podAnnotations"]):
+    redis, zitadel = redis_values(redis_args(cfg)), zitadel_values(zitadel_args(cfg))
+    for pod in (redis["replica"]["podAnnotations"], zitadel["podAnnotations"]):
         files = [k.removeprefix(INJECT + "agent-inject-template-") for k in pod if "agent-inject-template-" in k]
         assert files and all(pod[f"{INJECT}error-on-missing-key-{f}"] == "true" for f in files)
 
 
 def test_password_copy_lands_where_the_chart_reads_it(cfg: StackConfig) -> None:
-    values = redis_values(cfg)
+    values = redis_values(redis_args(cfg))
     assert values["auth"]["usePasswordFiles"] is True and values["auth"]["usePasswordFileFromSecret"] is False
     (copy,) = values["replica"]["initContainers"]
     assert copy["command"][:2] == ["/bin/sh", "-ec"]
@@ -61,17 +64,15 @@ def test_password_copy_lands_where_the_chart_reads_it(cfg: StackConfig) -> None:
 
 
 def test_zitadel_pods_and_jobs_render_the_config_fragment(cfg: StackConfig) -> None:
-    values = zitadel_values(cfg)
+    values = zitadel_values(zitadel_args(cfg))
     for where in (values["podAnnotations"], values["setupJob"]["podAnnotations"], values["initJob"]["podAnnotations"]):
         # A Job with the agent sidecar never completes.
         assert where[INJECT + "agent-pre-populate-only"] == "true"
         assert where[INJECT + f"agent-inject-file-{names.ZITADEL_INJECT_NAME}"] == "zitadel-secrets.yaml"
     # The chart passes --config /zitadel-secret-config-yaml/<key>; the key walks to the agent's file.
     zitadel = values["zitadel"]
-    assert (
-        f"{names.ZITADEL_CONFIG_MOUNT}/{zitadel['configSecretKey']}".replace("/zitadel-secret-config-yaml/..", "")
-        == "/vault/secrets/zitadel-secrets.yaml"
-    )
+    chart_mount = "/zitadel-secret-config-yaml"  # the chart's (tests/test_render.py checks it on the render)
+    assert posixpath.normpath(f"{chart_mount}/{zitadel['configSecretKey']}") == "/vault/secrets/zitadel-secrets.yaml"
     assert zitadel["configSecretName"] == "zitadel-vault-config-anchor"
     assert zitadel["masterkeySecretName"] == "zitadel-masterkey"
     assert "masterkey" not in zitadel or not zitadel.get("masterkey")
@@ -79,8 +80,8 @@ def test_zitadel_pods_and_jobs_render_the_config_fragment(cfg: StackConfig) -> N
 
 def test_auth_path_follows_the_stack(cfg: StackConfig) -> None:
     moved = cfg.model_copy(update={"vault": cfg.vault.model_copy(update={"kubernetes_auth_path": "k8s-prod"})})
-    assert redis_values(moved)["replica"]["podAnnotations"][INJECT + "auth-path"] == "auth/k8s-prod"
-    assert zitadel_values(moved)["podAnnotations"][INJECT + "auth-path"] == "auth/k8s-prod"
+    assert redis_values(redis_args(moved))["replica"]["podAnnotations"][INJECT + "auth-path"] == "auth/k8s-prod"
+    assert zitadel_values(zitadel_args(moved))["podAnnotations"][INJECT + "auth-path"] == "auth/k8s-prod"
 
 
 def test_a_managed_kv_mount_comes_before_the_secrets() -> None:
@@ -97,7 +98,7 @@ def test_a_managed_kv_mount_comes_before_the_secrets() -> None:
 
 
 def copy_container(stack: str) -> dict[str, Any]:
-    container: dict[str, Any] = redis_values(stack_config(stack))["replica"]["initContainers"][0]
+    container: dict[str, Any] = redis_values(redis_args(stack_config(stack)))["replica"]["initContainers"][0]
     return container
 
 
@@ -178,7 +179,7 @@ def test_anything_but_a_password_stops_the_pod_and_is_not_copied(
 def test_the_copy_follows_the_configured_length() -> None:
     cfg = stack_config("dev")
     longer = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"password_length": 64})})
-    script = redis_values(longer)["replica"]["initContainers"][0]["command"][2]
+    script = redis_values(redis_args(longer))["replica"]["initContainers"][0]["command"][2]
     assert "-ne 64 ]" in script and "-ne 48 ]" not in script
 
 
@@ -277,7 +278,7 @@ def test_port_error_on_missing_key_as_vault_k8s_tests_it(value: str | None, expe
 
 
 def test_port_flags_an_annotation_the_injector_would_ignore() -> None:
-    annotations = dict(redis_values(stack_config("dev"))["replica"]["podAnnotations"])
+    annotations = dict(redis_values(redis_args(stack_config("dev")))["replica"]["podAnnotations"])
     assert ignored_annotations(annotations) == []
     typo = {f"{INJECT}error-on-missing-keys-redis-password": "true", f"{INJECT}agent-inject-file-redis_password": "x"}
     assert ignored_annotations(annotations | typo) == sorted(typo)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from components.wiring import zitadel_args
 from components.zitadel import configmap_config, secrets_fragment
 from stacks.config import StackConfig
 from testbed import artifacts
@@ -43,11 +44,11 @@ def test_keys_are_checked_at_the_image_tag_the_stack_deploys(cfg: StackConfig) -
 
 
 def test_every_configmap_key_exists_in_zitadel_defaults(cfg: StackConfig) -> None:
-    assert unknown_keys(configmap_config(cfg), pinned_ref(cfg)) == []
+    assert unknown_keys(configmap_config(zitadel_args(cfg)), pinned_ref(cfg)) == []
 
 
 def test_every_vault_fragment_key_exists_in_zitadel_defaults(cfg: StackConfig) -> None:
-    fragment = secrets_fragment(cfg)
+    fragment = secrets_fragment(zitadel_args(cfg))
     assert list(key_paths(fragment)) == ["Caches.Connectors.Redis.Password", "Database.Postgres.DSN"]
     assert unknown_keys(fragment, pinned_ref(cfg)) == []
 
@@ -60,7 +61,7 @@ def test_key_check_catches_a_misspelled_key() -> None:
 
 def test_key_check_catches_a_key_only_a_newer_zitadel_has(cfg: StackConfig) -> None:
     # HTTPClient arrived after v4.13.0: set against the deployed version it would be ignored, so it must fail.
-    newer_only = {**configmap_config(cfg), "HTTPClient": {"Timeout": "30s"}}
+    newer_only = {**configmap_config(zitadel_args(cfg)), "HTTPClient": {"Timeout": "30s"}}
     assert unknown_keys(newer_only, NEWER_ZITADEL_REF) == []
     assert unknown_keys(newer_only, pinned_ref(cfg)) == ["HTTPClient.Timeout"]
 
@@ -89,7 +90,7 @@ BREAKER = {
     ],
 )
 def test_caches_use_redis_through_the_master_service(stack: str, session_connector: str) -> None:
-    caches = configmap_config(stack_config(stack))["Caches"]
+    caches = configmap_config(zitadel_args(stack_config(stack)))["Caches"]
     redis = caches["Connectors"]["Redis"]
     assert redis["Enabled"] is True
     assert redis["Addr"] == "redis-master.database.svc.cluster.local:6379"
@@ -117,5 +118,5 @@ def test_caches_use_redis_through_the_master_service(stack: str, session_connect
 
 def test_the_dsn_is_read_from_the_database_secret(cfg: StackConfig) -> None:
     # prod: the existing secret the database team maintains; dev: the one this stack writes for the bundled Postgres.
-    dsn = secrets_fragment(cfg)["Database"]["Postgres"]["DSN"]
+    dsn = secrets_fragment(zitadel_args(cfg))["Database"]["Postgres"]["DSN"]
     assert (dsn.path, dsn.key) == ("secret/data/zitadel-database", "dsn")

@@ -1,0 +1,145 @@
+"""From a stack's configuration to each component's arguments.
+
+The one module of the package that reads ``StackConfig``: every component takes only its typed arguments (its own
+configuration section and what it must know of its neighbours). ``__main__.py`` composes the components with these;
+the tests build the same arguments for the plain values functions.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pulumi
+
+from components.ci_access import CiAccessArgs
+from components.edge import EdgeArgs, ZitadelRoutePoliciesArgs
+from components.edge_objects import GatewayListener
+from components.event_relay import EventRelayArgs
+from components.ownership import ClusterTarget, NamespacePolicy
+from components.peers import ClusterNetwork, VaultEndpoint, ZitadelEndpoint
+from components.redis import RedisArgs
+from components.vault import VAULT_ACCESS_TYPE, VaultAccessArgs, pod_roles
+from components.zitadel import VaultValue, ZitadelArgs
+from components.zitadel_database import BundledPostgresArgs
+from stacks import names
+from stacks.config import StackConfig
+
+#: The Vault component's name: part of the URN of every resource under it.
+VAULT_ACCESS: Final = "vault"
+
+
+def cluster_target(cfg: StackConfig) -> ClusterTarget:
+    """The kubeconfig context and the provider's identity (unset: the stack's name)."""
+    return ClusterTarget(cfg.kubernetes.context, cfg.kubernetes.cluster_identifier or cfg.stack)
+
+
+def namespace_policy(cfg: StackConfig) -> NamespacePolicy:
+    k = cfg.kubernetes
+    return NamespacePolicy(cluster_target(cfg), k.adopt_namespaces, k.protect_namespaces, k.pod_security_version)
+
+
+def cluster_network(cfg: StackConfig) -> ClusterNetwork:
+    k = cfg.kubernetes
+    return ClusterNetwork(k.cluster_domain, k.dns_namespace, k.api_server_cidrs)
+
+
+def vault_endpoint(cfg: StackConfig) -> VaultEndpoint:
+    return VaultEndpoint(cfg.vault.namespace, cfg.vault.port, cfg.vault.kubernetes_auth_path)
+
+
+def zitadel_endpoint(cfg: StackConfig) -> ZitadelEndpoint:
+    z = cfg.zitadel
+    return ZitadelEndpoint(z.namespace, z.external_domain, z.external_port, z.external_secure, z.public_url)
+
+
+def sentinels(cfg: StackConfig) -> tuple[str, ...]:
+    return tuple(names.sentinel_addresses(cfg.kubernetes.cluster_domain, cfg.redis.nodes))
+
+
+def writes_database_dsn(cfg: StackConfig) -> bool:
+    """The stack writes ZITADEL's DSN to Vault (the bundled Postgres's, or ``postgresDsn``); else it only reads it."""
+    db = cfg.zitadel.database
+    return db.mode == "bundled" or db.dsn_from_config
+
+
+def vault_access_args(cfg: StackConfig) -> VaultAccessArgs:
+    vault_names = names.VaultNames.of(cfg)
+    pods = pod_roles(vault_names, zitadel_namespace=cfg.zitadel.namespace, relay=cfg.events.relay.enabled)
+    return VaultAccessArgs(cfg.vault, vault_names, pods, cfg.redis.password_length, cfg.zitadel.protect_masterkey)
+
+
+def ci_access_args(cfg: StackConfig) -> CiAccessArgs:
+    access = vault_access_args(cfg)
+    n = access.names
+    written = [n.redis_secret, n.masterkey_secret]
+    if writes_database_dsn(cfg):
+        written.append(n.database_secret)
+    if cfg.events.relay.enabled:
+        written.append(n.relay_secret)
+    return CiAccessArgs(cfg.vault, n, access.pods, tuple(written))
+
+
+def redis_args(cfg: StackConfig) -> RedisArgs:
+    n = names.VaultNames.of(cfg)
+    return RedisArgs(
+        redis=cfg.redis,
+        client_namespaces=(cfg.zitadel.namespace, *cfg.redis.client_namespaces),
+        rate_limit_namespace=cfg.edge.namespace,
+        vault=vault_endpoint(cfg),
+        vault_role=n.redis_role,
+        password_path=n.redis_path,
+        cluster=cluster_network(cfg),
+        db_layout=cfg.db_layout,
+        namespaces=namespace_policy(cfg),
+    )
+
+
+def bundled_postgres_args(cfg: StackConfig) -> BundledPostgresArgs | None:
+    """``None`` unless the stack bundles Postgres (dev)."""
+    if cfg.zitadel.database.mode != "bundled":
+        return None
+    return BundledPostgresArgs(cfg.zitadel.namespace, cfg.kubernetes.cluster_domain)
+
+
+def former_postgres_parent() -> pulumi.Output[str]:
+    """The URN under which existing stacks hold the bundled Postgres's passwords: the Vault component's."""
+    return pulumi.create_urn(VAULT_ACCESS, VAULT_ACCESS_TYPE)
+
+
+def zitadel_args(cfg: StackConfig) -> ZitadelArgs:
+    n = names.VaultNames.of(cfg)
+    return ZitadelArgs(
+        zitadel=cfg.zitadel,
+        redis_password=VaultValue(n.redis_path, names.REDIS_SECRET_KEY),
+        database_dsn=VaultValue(n.database_path, n.database_key),
+        vault=vault_endpoint(cfg),
+        vault_role=n.zitadel_role,
+        redis_master_address=names.redis_master_address(cfg.kubernetes.cluster_domain),
+        breaker_timeout=cfg.breaker_timeout,
+        gateway=GatewayListener.of(cfg.edge),
+        dns_namespace=cfg.kubernetes.dns_namespace,
+        namespaces=namespace_policy(cfg),
+    )
+
+
+def edge_args(cfg: StackConfig) -> EdgeArgs:
+    return EdgeArgs(cfg.edge, zitadel_endpoint(cfg), sentinels(cfg), cluster_network(cfg), namespace_policy(cfg))
+
+
+def zitadel_route_policies_args(cfg: StackConfig) -> ZitadelRoutePoliciesArgs:
+    return ZitadelRoutePoliciesArgs(cfg.edge, zitadel_endpoint(cfg))
+
+
+def event_relay_args(cfg: StackConfig) -> EventRelayArgs:
+    n = names.VaultNames.of(cfg)
+    return EventRelayArgs(
+        events=cfg.events,
+        zitadel=zitadel_endpoint(cfg),
+        sentinels=sentinels(cfg),
+        vault=vault_endpoint(cfg),
+        vault_role=n.relay_role,
+        redis_password_path=n.redis_path,
+        token_path=n.relay_token_path,
+        token_secret=n.relay_secret,
+        cluster=cluster_network(cfg),
+    )
