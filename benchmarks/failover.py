@@ -24,8 +24,8 @@ from pathlib import Path
 
 from stacks.config import MASTER_RELABEL_SECONDS, RedisConfig, StackConfig
 from stacks.loader import load
-from stacks.mocked import PROJECT_DIR
 from stacks.stackfile import read_stack_config
+from stacktools.mocked import PROJECT_DIR
 from testbed.breaker import ZITADEL_DEFAULTS, BreakerSettings, CircuitBreaker
 from testbed.forwarder import master_service
 from testbed.redisbed import (

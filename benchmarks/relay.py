@@ -38,8 +38,8 @@ from relay.source import EventApi
 from relay.store import connect, cursor_key, seen_bucket, seen_key
 from stacks.config import StackConfig, duration_seconds
 from stacks.loader import load
-from stacks.mocked import PROJECT_DIR
 from stacks.stackfile import read_stack_config
+from stacktools.mocked import PROJECT_DIR
 from testbed.redisbed import RedisBed, binaries_available, free_port, running_bed
 from testbed.zitadel_api import EventSpec, ForkedServer, StandInEventApi, local_relay_document, now_us
 

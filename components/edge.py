@@ -169,8 +169,9 @@ class Edge(pulumi.ComponentResource):
             name=names.EDGE_RELEASE,
             namespace=namespace.metadata.name,
             values=edge_values(args, digest),
+            # Atomic: the edge holds no state and migrates nothing, so a failed upgrade is best undone at once.
             atomic=True,
-            timeout=600,
+            timeout=edge.release_timeout_seconds,
             **chart_args(edge.chart),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, secret, *network_policies]),
         )

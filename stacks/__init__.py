@@ -1,1 +1,1 @@
-"""Typed stack configuration, environment defaults and the tooling around stacks (offline plan, diff, promotion)."""
+"""The typed stack configuration: models, environment defaults, cross-field rules and the project's fixed names."""

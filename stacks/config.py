@@ -173,7 +173,7 @@ class VaultCiPreview(Model):
 class VaultCi(Model):
     """The workflows' login to this stack's Vault: GitHub's OIDC token exchanged for a short-lived Vault token."""
 
-    #: Declare the JWT role and its deploy policy (``python -m stacks.ci vault-login`` uses them).
+    #: Declare the JWT role and its deploy policy (``python -m stacktools.ci vault-login`` uses them).
     enabled: bool = True
     #: The GitHub repository (``owner/name``) whose workflows may log in: the token's ``repository`` claim.
     repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")]
@@ -657,6 +657,8 @@ class EdgeConfig(Model):
     jwt: EdgeJwt = EdgeJwt()
     resources: EdgeResources
     network_policy: EdgeNetworkPolicy = EdgeNetworkPolicy()
+    #: How long ``pulumi up`` waits for the Envoy Gateway release. It runs beside Redis's; ZITADEL's waits for both.
+    release_timeout_seconds: PositiveInt = 600
 
 
 # --- the stack -----------------------------------------------------------------------------------------------------

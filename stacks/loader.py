@@ -98,9 +98,11 @@ def load_from_pulumi() -> StackConfig:
     # pulumi.Config reads the keys it is asked for and cannot say whether a value was set with --secret: the keys
     # the stack file sets beyond these, and which it holds in plain text, come from the stack file itself. Under the
     # mocks there is no project directory: the offline runner checks the config it is given with ``load`` first.
+    # A stack without config has no stack file yet: then there is nothing beyond what pulumi.Config returned.
     root = pulumi.get_root_directory()
-    if root is not None:
-        written, secret_keys = read_stack_config(Path(root) / f"Pulumi.{stack}.yaml")
+    stack_file = Path(root) / f"Pulumi.{stack}.yaml" if root is not None else None
+    if stack_file is not None and stack_file.exists():
+        written, secret_keys = read_stack_config(stack_file)
         raw |= {key: value for key, value in written.items() if key not in raw}
         plain = set(written) - secret_keys
     return load(stack, raw, set(raw) - plain)

@@ -147,7 +147,7 @@ ZITADEL_SECRETS_FILE: Final = "zitadel-secrets.yaml"
 REDIS_PASSWORD_VERSION_ANNOTATION: Final = "blinkchamber.io/redis-password-version"
 #: GitHub Actions' OIDC issuer: the JWT auth backend the workflows log in with trusts the tokens it signs.
 GITHUB_OIDC_ISSUER: Final = "https://token.actions.githubusercontent.com"
-#: The workflows' identity in a stack's Vault: a JWT role and the policy it grants (``python -m stacks.ci``).
+#: The workflows' identity in a stack's Vault: a JWT role and the policy it grants (``python -m stacktools.ci``).
 CI_VAULT_ROLE: Final = "ci-deploy"
 CI_VAULT_POLICY: Final = "ci-deploy"
 #: The previews' read-only identity: a JWT role and its policy.

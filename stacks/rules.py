@@ -378,13 +378,15 @@ def _api_server(cfg: StackConfig) -> Iterator[Violation]:
 
 def _deploy_tokens(cfg: StackConfig) -> Iterator[Violation]:
     v = cfg.vault
-    # ZITADEL's release waits for Redis's: the provider's token must outlive both waits back to back.
-    waits = cfg.redis.release_timeout_seconds + cfg.zitadel.release_timeout_seconds
+    # ZITADEL's release waits for Redis's and the edge's, which run side by side: the provider's token must outlive
+    # the longer of the two and then ZITADEL's wait.
+    first = max(cfg.redis.release_timeout_seconds, cfg.edge.release_timeout_seconds)
+    waits = first + cfg.zitadel.release_timeout_seconds
     if v.provider_token_ttl_seconds <= waits:
         yield (
             "vault.providerTokenTtlSeconds",
-            f"{v.provider_token_ttl_seconds}s expires before the Helm releases' waits end ({waits}s: "
-            "redis.releaseTimeoutSeconds + zitadel.releaseTimeoutSeconds)",
+            f"{v.provider_token_ttl_seconds}s expires before the Helm releases' waits end ({waits}s: the longer of "
+            "redis.releaseTimeoutSeconds and edge.releaseTimeoutSeconds, then zitadel.releaseTimeoutSeconds)",
         )
     if v.ci.enabled and v.ci.token_ttl_seconds < v.provider_token_ttl_seconds:
         yield (
@@ -460,7 +462,7 @@ RULES: tuple[tuple[Callable[[StackConfig], Iterator[Violation]], frozenset[str]]
     (_prod_target, frozenset({"kubernetes"})),
     (_ownership, frozenset({"kubernetes", "redis", "zitadel", "edge"})),
     (_api_server, frozenset({"kubernetes"})),
-    (_deploy_tokens, frozenset({"vault", "redis", "zitadel"})),
+    (_deploy_tokens, frozenset({"vault", "redis", "zitadel", "edge"})),
 )
 
 

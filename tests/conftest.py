@@ -11,10 +11,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
-from stacks import mocked  # noqa: E402
 from stacks.config import StackConfig  # noqa: E402
 from stacks.loader import load  # noqa: E402
 from stacks.stackfile import read_stack_config  # noqa: E402
+from stacktools import mocked  # noqa: E402
 
 STACKS = ("dev", "prod")
 
@@ -81,7 +81,10 @@ def git_project(tmp_path: Path) -> Path:
     subprocess.run(["git", "init", "--quiet", str(repo)], check=True)
     ignore = shutil.ignore_patterns("__pycache__", ".venv", "build", "node_modules", ".*_cache")
     # pyproject.toml: under ./bin/mutation the mutated code run there reads its [tool.mutmut] settings.
-    program = ("stacks", "components", "__main__.py", "Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml")
+    program = (
+        *("stacks", "stacktools", "components", "__main__.py"),
+        *("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"),
+    )
     for name in (*program, "pyproject.toml"):
         source = PROJECT_DIR / name
         if source.is_dir():

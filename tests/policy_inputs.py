@@ -7,7 +7,7 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceV
 from pulumi_policy.deserialize import deserialize_properties
 
 from policy import policies as pack
-from stacks import mocked
+from stacktools import mocked
 from tests.conftest import PROJECT_DIR
 
 #: The pack's own reading of the project's stack files (``Pulumi.dev.yaml``, ``Pulumi.prod.yaml``), as in a preview.

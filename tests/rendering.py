@@ -20,7 +20,7 @@ import yaml
 
 from stacks import names
 from stacks.config import Chart
-from stacks.plan import mask
+from stacktools.plan import mask
 from testbed import artifacts, charts
 from tests.conftest import record
 

@@ -14,9 +14,9 @@ import pytest
 from components.redis import redis_values
 from components.wiring import redis_args, zitadel_args
 from components.zitadel import zitadel_values
-from stacks import mocked
 from stacks.config import StackConfig
-from stacks.plan import describe, helm_values
+from stacktools import mocked
+from stacktools.plan import describe, helm_values
 from testbed.charts import unknown_key_paths
 from tests.rendering import chart_archive
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from stacks import mocked, rules
+from stacks import rules
 from stacks.dblayout import DbLayout
 from stacks.defaults import deep_merge
 from stacks.loader import StackConfigError, load
 from stacks.stackfile import SECRET, read_stack_config
+from stacktools import mocked
 from tests.conftest import PROJECT_DIR
 
 

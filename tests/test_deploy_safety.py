@@ -19,16 +19,17 @@ import pytest
 from components.ci_access import bound_claims, deploy_policy, preview_bound_claims, preview_policy
 from components.preflight import missing_keys
 from components.wiring import ci_access_args
-from stacks import mocked, names
+from stacks import names
 from stacks.config import StackConfig
 from stacks.defaults import deep_merge
-from stacks.diff import diff_plans
 from stacks.loader import StackConfigError, load
-from stacks.plan import Plan, describe, plan_stack
-from stacks.replacements import forces_replacement
 from stacks.rules import vault_address_key
 from stacks.siblings import require_own_vault_names
 from stacks.stackfile import read_stack_config
+from stacktools import mocked
+from stacktools.diff import diff_plans
+from stacktools.plan import Plan, describe, plan_stack
+from stacktools.replacements import forces_replacement
 from tests.conftest import PROJECT_DIR
 from tests.rendering import find, rendered
 
@@ -388,12 +389,34 @@ def test_the_vault_providers_token_outlives_the_helm_waits(stack: str) -> None:
         (
             {"vault": {"providerTokenTtlSeconds": 1200}},
             "dev: vault.providerTokenTtlSeconds: 1200s expires before the Helm releases' waits end (1500s: "
-            "redis.releaseTimeoutSeconds + zitadel.releaseTimeoutSeconds)",
+            "the longer of redis.releaseTimeoutSeconds and edge.releaseTimeoutSeconds, then "
+            "zitadel.releaseTimeoutSeconds)",
         ),
         (
             {"zitadel": {"releaseTimeoutSeconds": 2400}},
             "dev: vault.providerTokenTtlSeconds: 2700s expires before the Helm releases' waits end (3000s: "
-            "redis.releaseTimeoutSeconds + zitadel.releaseTimeoutSeconds)",
+            "the longer of redis.releaseTimeoutSeconds and edge.releaseTimeoutSeconds, then "
+            "zitadel.releaseTimeoutSeconds)",
+        ),
+        # Ending exactly when the waits end is already too short.
+        (
+            {"vault": {"providerTokenTtlSeconds": 1500}},
+            "dev: vault.providerTokenTtlSeconds: 1500s expires before the Helm releases' waits end (1500s: "
+            "the longer of redis.releaseTimeoutSeconds and edge.releaseTimeoutSeconds, then "
+            "zitadel.releaseTimeoutSeconds)",
+        ),
+        # A shorter Redis wait does not shorten ZITADEL's start: the edge's release runs beside it, 600 s.
+        (
+            {"redis": {"releaseTimeoutSeconds": 300}, "vault": {"providerTokenTtlSeconds": 1300}},
+            "dev: vault.providerTokenTtlSeconds: 1300s expires before the Helm releases' waits end (1500s: "
+            "the longer of redis.releaseTimeoutSeconds and edge.releaseTimeoutSeconds, then "
+            "zitadel.releaseTimeoutSeconds)",
+        ),
+        (
+            {"edge": {"releaseTimeoutSeconds": 1800}},
+            "dev: vault.providerTokenTtlSeconds: 2700s expires before the Helm releases' waits end (2700s: "
+            "the longer of redis.releaseTimeoutSeconds and edge.releaseTimeoutSeconds, then "
+            "zitadel.releaseTimeoutSeconds)",
         ),
         (
             {"vault": {"ci": {"tokenTtlSeconds": 1800}}},
@@ -468,7 +491,7 @@ def test_prod_logs_in_only_from_its_refs() -> None:
 #: under the mocks in the same process would meet them: the failing run gets a process of its own.
 _MISSING_DSN_RUN = """
 import json, sys
-from stacks import mocked
+from stacktools import mocked
 from stacks.stackfile import read_stack_config
 from components.preflight import PreflightError
 config, secret_keys = read_stack_config(mocked.PROJECT_DIR / "Pulumi.prod.yaml")
@@ -589,6 +612,56 @@ def test_a_vault_prefix_replaces_the_named_objects() -> None:
     assert "vault:kubernetes/authBackendRole:AuthBackendRole::redis-role" in replaced
     # The release only changes its annotations: an update.
     assert {c.key: c.action for c in result.changes}["kubernetes:helm.sh/v3:Release::redis"] == "~"
+
+
+POSTGRES_PASSWORDS = (
+    "random:index/randomPassword:RandomPassword::postgres-admin-password",
+    "random:index/randomPassword:RandomPassword::postgres-app-password",
+)
+
+
+def as_before_the_move(plan: Plan) -> Plan:
+    """``plan`` as it was when the bundled Postgres's passwords were children of the Vault component."""
+    before = Plan.from_json(plan.to_json())
+    for key in POSTGRES_PASSWORDS:
+        before.resources[key]["parent"] = "blinkchamber:identity:VaultAccess::vault"
+        del before.resources[key]["aliases"]
+    return before
+
+
+def test_only_the_moved_passwords_carry_an_alias_in_the_plan() -> None:
+    # The Kubernetes SDK's aliases of former API versions name other types: no plan shows them.
+    plan = plan_stack("dev")
+    aliased = {key: res["aliases"] for key, res in plan.resources.items() if "aliases" in res}
+    assert aliased == {
+        key: [f"urn:pulumi:dev::blinkchamber-identity::blinkchamber:identity:VaultAccess${key}"]
+        for key in POSTGRES_PASSWORDS
+    }
+    assert not any("aliases" in res for res in plan_stack("prod").resources.values())
+
+
+def test_the_bundled_postgres_passwords_move_without_a_new_password() -> None:
+    now = plan_stack("dev")
+    kept = diff_plans(as_before_the_move(now), now)
+    assert [(c.action, c.key, c.lines) for c in kept.changes] == [
+        (
+            "~",
+            key,
+            [
+                '~ parent: "blinkchamber:identity:VaultAccess::vault" → "" (moved, and an alias names its old URN: '
+                "the same resource, not replaced)"
+            ],
+        )
+        for key in POSTGRES_PASSWORDS
+    ]
+    assert kept.replacements == 0
+    # Without the alias, a new superuser password that the initialized database would not know.
+    unaliased = Plan.from_json(now.to_json())
+    for key in POSTGRES_PASSWORDS:
+        del unaliased.resources[key]["aliases"]
+    replaced = diff_plans(as_before_the_move(now), unaliased)
+    assert [(c.action, c.key) for c in replaced.changes] == [("+/-", key) for key in POSTGRES_PASSWORDS]
+    assert replaced.summary() == "Plan: 0 to add, 0 to change, 2 to replace, 0 to delete."
 
 
 def test_retain_on_delete_changes_are_shown() -> None:

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from stacks.config import StackConfig
-from stacks.diff import diff_plans
 from stacks.loader import load
-from stacks.plan import Plan, plan_stack
-from stacks.promote import TRAIN, Promotion, PromotionError, promote, train_of, unpinned
 from stacks.stackfile import read_stack_config
 from stacks.versions import version_key
+from stacktools import mocked
+from stacktools.diff import diff_plans
+from stacktools.plan import Plan, describe, plan_stack
+from stacktools.promote import TRAIN, Promotion, PromotionError, promote, train_of, unpinned
 from tests.conftest import PROJECT_DIR, stack_config
 
 PROD_COMMENT = "# The KV v2 mount"
@@ -117,6 +118,134 @@ def test_a_stack_new_in_the_change_is_all_additions(git_project: Path) -> None:
 def test_diff_usage_errors() -> None:
     assert cli("diff", "dev").returncode == 2
     assert "exactly one stack" in cli("diff", "--base", "HEAD", "dev", "prod").stderr
+
+
+# --- a moved resource: replaced, unless an alias names its old URN ------------------------------------------------
+
+#: Two components and a password; ``{password}`` declares the password.
+_MOVES_PROGRAM = """
+import pulumi
+import pulumi_random as random
+
+class Box(pulumi.ComponentResource):
+    def __init__(self, name, opts=None):
+        super().__init__("test:index:Box", name, None, opts)
+
+class Crate(pulumi.ComponentResource):
+    def __init__(self, name, opts=None):
+        super().__init__("test:index:Crate", name, None, opts)
+
+box = Box("box")
+crate = Crate("crate")
+{password}
+"""
+IN_THE_BOX = 'random.RandomPassword("pw", length=8, opts=pulumi.ResourceOptions(parent=box))'
+MOVED = 'random.RandomPassword("pw", length=8{opts})'
+
+
+def moves_plan(tmp_path: Path, password: str) -> Plan:
+    """The plan of ``_MOVES_PROGRAM`` with ``password`` (a run under the same mocks as the stack's)."""
+    program = tmp_path / "__main__.py"
+    program.write_text(_MOVES_PROGRAM.format(password=password))
+    config, secret_keys = read_stack_config(PROJECT_DIR / "Pulumi.dev.yaml")
+    return describe(mocked.run_program("dev", config, secret_keys, program=program))
+
+
+def moved(opts: str = "") -> str:
+    return MOVED.format(opts=f", opts=pulumi.ResourceOptions({opts})" if opts else "")
+
+
+def test_a_resource_moved_out_of_its_component_is_replaced(tmp_path: Path) -> None:
+    result = diff_plans(moves_plan(tmp_path, IN_THE_BOX), moves_plan(tmp_path, moved()))
+    # Its URN no longer has the component's type: the engine finds no old resource, a new password replaces it.
+    assert result.render() == (
+        "Comparing dev → dev\n"
+        "\n"
+        "  +/- random:index/randomPassword:RandomPassword::pw\n"
+        '      ~ parent: "test:index:Box::box" → "" (forces replacement)\n'
+        "\n"
+        "Plan: 0 to add, 0 to change, 1 to replace, 0 to delete.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "alias",
+    [
+        pytest.param("pulumi.Alias(parent=box)", id="parent"),
+        # The form the program uses for the bundled Postgres's passwords.
+        pytest.param('pulumi.Alias(parent=pulumi.create_urn("box", "test:index:Box"))', id="parent-urn"),
+        pytest.param(
+            '"urn:pulumi:dev::blinkchamber-identity::test:index:Box$random:index/randomPassword:RandomPassword::pw"',
+            id="urn",
+        ),
+    ],
+)
+def test_an_alias_of_its_old_urn_keeps_a_moved_resource(tmp_path: Path, alias: str) -> None:
+    new = moves_plan(tmp_path, moved(f"aliases=[{alias}]"))
+    assert new.resources["random:index/randomPassword:RandomPassword::pw"]["aliases"] == [
+        "urn:pulumi:dev::blinkchamber-identity::test:index:Box$random:index/randomPassword:RandomPassword::pw"
+    ]
+    result = diff_plans(moves_plan(tmp_path, IN_THE_BOX), new)
+    assert result.render() == (
+        "Comparing dev → dev\n"
+        "\n"
+        "  ~ random:index/randomPassword:RandomPassword::pw\n"
+        '      ~ parent: "test:index:Box::box" → "" (moved, and an alias names its old URN: the same resource, '
+        "not replaced)\n"
+        "\n"
+        "Plan: 0 to add, 1 to change, 0 to delete.\n"
+    )
+
+
+def test_an_alias_of_another_parent_does_not_keep_it(tmp_path: Path) -> None:
+    new = moves_plan(tmp_path, moved("aliases=[pulumi.Alias(parent=crate)]"))
+    assert new.resources["random:index/randomPassword:RandomPassword::pw"]["aliases"] == [
+        "urn:pulumi:dev::blinkchamber-identity::test:index:Crate$random:index/randomPassword:RandomPassword::pw"
+    ]
+    result = diff_plans(moves_plan(tmp_path, IN_THE_BOX), new)
+    assert [(c.action, c.key, c.lines) for c in result.changes] == [
+        (
+            "+/-",
+            "random:index/randomPassword:RandomPassword::pw",
+            ['~ parent: "test:index:Box::box" → "" (forces replacement)'],
+        )
+    ]
+    assert result.summary() == "Plan: 0 to add, 0 to change, 1 to replace, 0 to delete."
+
+
+#: The password stays in its box; the box moves out of the crate.
+_BOX_IN_THE_CRATE = 'box = Box("box", pulumi.ResourceOptions(parent=crate))\n' + IN_THE_BOX
+_BOX_OUT = 'box = Box("box"{opts})\n' + IN_THE_BOX
+
+
+def test_a_child_moves_with_its_parent_and_the_parents_alias(tmp_path: Path) -> None:
+    old = moves_plan(tmp_path, _BOX_IN_THE_CRATE)
+    dev = "urn:pulumi:dev::blinkchamber-identity::"
+    # The engine's URNs: the whole chain of parent types (the mocks' keep only the last).
+    pw_urn = dev + "test:index:Crate$test:index:Box$random:index/randomPassword:RandomPassword::pw"
+    pw_now = dev + "test:index:Box$random:index/randomPassword:RandomPassword::pw"
+    new = moves_plan(tmp_path, _BOX_OUT.format(opts=", pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=crate)])"))
+    assert new.resources["test:index:Box::box"]["aliases"] == [dev + "test:index:Crate$test:index:Box::box"]
+    assert "aliases" not in new.resources["random:index/randomPassword:RandomPassword::pw"]  # inherited, not its own
+    kept = diff_plans(old, new)
+    assert kept.render() == (
+        "Comparing dev → dev\n"
+        "\n"
+        "  ~ random:index/randomPassword:RandomPassword::pw\n"
+        f'      ~ urn: "{pw_urn}" → "{pw_now}" (its parent moved under an alias, which keeps it the same resource: '
+        "not replaced)\n"
+        "  ~ test:index:Box::box\n"
+        '      ~ parent: "test:index:Crate::crate" → "" (moved, and an alias names its old URN: the same resource, '
+        "not replaced)\n"
+        "\n"
+        "Plan: 0 to add, 2 to change, 0 to delete.\n"
+    )
+    replaced = diff_plans(old, moves_plan(tmp_path, _BOX_OUT.format(opts="")))
+    assert [(c.action, c.key) for c in replaced.changes] == [
+        ("+/-", "random:index/randomPassword:RandomPassword::pw"),
+        ("+/-", "test:index:Box::box"),
+    ]
+    assert replaced.changes[0].lines == [f'~ urn: "{pw_urn}" → "{pw_now}" (forces replacement)']
 
 
 # --- promote -------------------------------------------------------------------------------------------------------

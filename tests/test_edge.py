@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from stacks import mocked
 from stacks.defaults import deep_merge, defaults_for
 from stacks.loader import StackConfigError, load
-from stacks.plan import describe, mask
 from stacks.stackfile import read_stack_config
+from stacktools import mocked
+from stacktools.plan import describe, mask
 from testbed import crds
 from tests import pss, rendering
 from tests.conftest import PROJECT_DIR, record, stack_config

@@ -192,6 +192,23 @@ def test_plaintext_credentials_are_found(values: dict[str, Any], paths: list[str
 
 
 @pytest.mark.parametrize(
+    "name",
+    [
+        "REDIS_AUTH",
+        "REDIS_PASSWORD",
+        "SMTP_PASSWD",
+        "API_TOKEN",
+        "CLIENT_SECRET",
+        "ZITADEL_DATABASE_POSTGRES_DSN",
+        "ZITADEL_MASTERKEY",
+    ],
+)
+def test_an_env_entry_named_for_a_credential_holds_one(name: str) -> None:
+    # A value that looks like nothing (no URL userinfo, no password=): only the variable's name says it is secret.
+    assert plaintext({"env": [{"name": name, "value": "host=db user=zitadel"}]}) == ["env[0].value"]
+
+
+@pytest.mark.parametrize(
     "values",
     [
         {"auth": {"password": ""}},  # the chart's "no password here"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from stacks import mocked
-from stacks.plan import describe
+from stacktools import mocked
+from stacktools.plan import describe
 from tests.conftest import record, recorded
 from tests.expectations import ABSENT, Contains, Lacks, Row, both, mismatches
 
@@ -79,6 +79,11 @@ WIRING: list[Row] = [
     both(f"{ZITADEL}.inputs.repositoryOpts", {"repo": "https://charts.zitadel.com"}),
     both(f"{ZITADEL}.inputs.atomic", False),
     both(f"{ZITADEL}.inputs.timeout", 900),
+    # The edge holds no state: a failed upgrade is rolled back at once.
+    both('["kubernetes:helm.sh/v3:Release::eg"].inputs.name', "eg"),
+    both('["kubernetes:helm.sh/v3:Release::eg"].inputs.namespace', "envoy-gateway-system"),
+    both('["kubernetes:helm.sh/v3:Release::eg"].inputs.atomic', True),
+    both('["kubernetes:helm.sh/v3:Release::eg"].inputs.timeout', 600),
     # Parents: each resource under its component.
     both(f"{REDIS}.parent", "blinkchamber:identity:RedisSentinel::redis"),
     both(f"{ZITADEL}.parent", "blinkchamber:identity:Zitadel::zitadel"),

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from pulumi.runtime import rpc
 
-from stacks import mocked
 from stacks.defaults import deep_merge
-from stacks.plan import describe
 from stacks.stackfile import SECRET, read_stack_config
+from stacktools import mocked
+from stacktools.plan import describe
 from tests.conftest import PROJECT_DIR, recorded
 from tests.expectations import ABSENT, Row, both, mismatches
 

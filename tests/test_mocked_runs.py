@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stacks import mocked
 from stacks.stackfile import read_stack_config
+from stacktools import mocked
 
 
 def test_an_output_of_an_earlier_run_does_not_leak_into_the_next(project: Path) -> None:

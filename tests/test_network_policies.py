@@ -9,11 +9,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from stacks import mocked
 from stacks.defaults import deep_merge
 from stacks.loader import StackConfigError, load
-from stacks.plan import mask
 from stacks.stackfile import read_stack_config
+from stacktools import mocked
+from stacktools.plan import mask
 from tests.conftest import PROJECT_DIR, record
 from tests.netpol import Cluster, Pod, matches
 from tests.rendering import pod_templates, rendered

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pulumi.runtime import rpc
 
-from stacks import mocked
 from stacks.loader import StackConfigError, load
-from stacks.plan import describe, write_plan
 from stacks.stackfile import parse_stack_config
+from stacktools import mocked
+from stacktools.plan import describe, write_plan
 from tests.conftest import PROJECT_DIR, recorded
 
 

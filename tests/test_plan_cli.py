@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from stacks.plan import plan_stack
+from stacktools.plan import plan_stack
 from tests.conftest import PROJECT_DIR
 
 

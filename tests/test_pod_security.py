@@ -11,12 +11,12 @@ import pytest
 from pulumi_policy import ResourceValidationArgs
 
 from policy import policies as pack
-from stacks import mocked
 from stacks.defaults import deep_merge
 from stacks.loader import StackConfigError, load
 from stacks.names import HELM_RELEASE_TYPE
-from stacks.plan import mask
 from stacks.stackfile import read_stack_config
+from stacktools import mocked
+from stacktools.plan import mask
 from tests import pss, rendering
 from tests.conftest import PROJECT_DIR
 from tests.policy_inputs import options, stack_facts

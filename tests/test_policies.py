@@ -23,10 +23,11 @@ from pulumi_policy import (
 from pulumi_policy.deserialize import deserialize_properties
 
 from policy import policies as pack
-from stacks import dblayout, mocked, names
+from stacks import dblayout, names
 from stacks.defaults import deep_merge
 from stacks.names import HELM_RELEASE_TYPE
 from stacks.stackfile import read_stack_config
+from stacktools import mocked
 from tests.conftest import PROJECT_DIR
 from tests.policy_inputs import as_args, options, stack_facts
 

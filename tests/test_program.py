@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from stacks import mocked
-from stacks.plan import mask
+from stacktools import mocked
+from stacktools.plan import mask
 from tests import test_expectations_redis, test_expectations_zitadel
 from tests.conftest import recorded
 from tests.expectations import mismatches

@@ -19,14 +19,15 @@ from types import ModuleType
 import pulumi
 import pytest
 
-from stacks import mocked, names
+from stacks import names
 from stacks.config import StackConfig
 from stacks.loader import StackConfigError, load_from_pulumi
 from stacks.stackfile import parse_stack_config
+from stacktools import mocked
 from tests.conftest import PROJECT_DIR, recorded
 
 #: The modules held to the rule, relative to the project.
-CHECKED: tuple[str, ...] = ("stacks/mocked.py", "stacks/loader.py")
+CHECKED: tuple[str, ...] = ("stacktools/mocked.py", "stacks/loader.py")
 
 
 def _exports(module: ModuleType, name: str) -> bool:
@@ -196,6 +197,7 @@ def test_the_recording_keeps_its_shape() -> None:
         "provider",
         "inputs",
         "retain_on_delete",
+        "aliases",
     ]
 
 
@@ -302,3 +304,14 @@ def test_the_engine_path_refuses_what_only_the_stack_file_shows(engine_config: C
         "prod: redisSentinel: unknown key (is it misspelled?)",
         "prod: vaultToken: must be a Pulumi secret: pulumi config set --secret vaultToken ...",
     ]
+
+
+def test_the_engine_path_without_a_stack_file_takes_the_runtime_config(tmp_path: Path) -> None:
+    # `pulumi stack init dev` writes no stack file until a key is set: the environment defaults then apply.
+    pulumi.runtime.reset_options(project=names.PROJECT, stack="dev", root_directory=str(tmp_path))
+    try:
+        pulumi.runtime.set_all_config({}, [])
+        cfg = load_from_pulumi()
+    finally:
+        pulumi.runtime.reset_options()
+    assert (cfg.stack, cfg.environment, cfg.redis.quorum) == ("dev", "dev", 2)

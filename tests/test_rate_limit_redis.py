@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from stacks.plan import mask
+from stacktools.plan import mask
 from testbed.ratelimit import FixedWindow, Request, cache_key, descriptor, domain_of
 from testbed.redisbed import RedisBed, binaries_available, running_bed, wait_until
 from testbed.required import require

@@ -9,9 +9,9 @@ import pytest
 
 from components.event_relay import network_policies, pod_annotations, relay_document
 from components.wiring import event_relay_args
-from stacks import mocked
 from stacks.config import StackConfig
-from stacks.plan import mask
+from stacktools import mocked
+from stacktools.plan import mask
 from tests.conftest import record, stack_config
 from tests.test_config_rules import found
 

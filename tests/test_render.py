@@ -17,7 +17,8 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from stacks import mocked, names
+from stacks import names
+from stacktools import mocked
 from tests import rendering
 from tests.conftest import recorded
 from tests.rendering import containers, find, kubernetes_errors, labelled, pod_templates, rendered

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stacks import mocked
-from stacks.plan import mask
 from stacks.stackfile import SECRET, parse_stack_config
+from stacktools import mocked
+from stacktools.plan import mask
 from tests.conftest import PROJECT_DIR, record
 
 STACK = """

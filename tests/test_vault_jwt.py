@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from stacks import ci, names
+from stacks import names
 from stacks.config import StackConfig
+from stacktools import ci
 from testbed.github_oidc import IdTokenEndpoint, Job, LocalIssuer, openssl_available
 from testbed.openbao import OpenBaoServer, VaultClient, openbao_server
 from testbed.required import require
@@ -471,7 +472,7 @@ def test_a_login_shorter_than_the_providers_token_cuts_it_short(bed: Bed) -> Non
         bed.root.ok("DELETE", "auth/github-actions/role/short")
 
 
-# --- python -m stacks.ci vault-login, end to end ------------------------------------------------------------------
+# --- python -m stacktools.ci vault-login, end to end ------------------------------------------------------------------
 
 
 def login_cli(

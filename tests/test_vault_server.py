@@ -31,8 +31,8 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from stacks import mocked
-from stacks.plan import describe, helm_values
+from stacktools import mocked
+from stacktools.plan import describe, helm_values
 from testbed.openbao import (
     OpenBaoServer,
     TokenReviewStandIn,

@@ -1,4 +1,4 @@
-"""The GitHub workflows for the users' repository: linted by actionlint, their logic in ``stacks.ci``.
+"""The GitHub workflows for the users' repository: linted by actionlint, their logic in ``stacktools.ci``.
 
 What the files must hold is written from README's "Deploying for real": no stored Vault or Pulumi credential, each
 environment's jobs in that GitHub environment on that environment's runner, prod only behind "production", the
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from stacks import ci, ci_login
-from stacks.diff import diff_plans
-from stacks.github import PullRequestChange
-from stacks.plan import Plan, plan_stack
-from stacks.promote import promote
+from stacktools import ci, ci_login
+from stacktools.diff import diff_plans
+from stacktools.github import PullRequestChange
+from stacktools.plan import Plan, plan_stack
+from stacktools.promote import promote
 from testbed.required import in_ci, require
 from tests.conftest import PROJECT_DIR, stack_config
 
@@ -83,7 +83,7 @@ def test_actionlint_knows_only_the_configured_runner_labels(tmp_path: Path) -> N
 
 
 def test_no_inline_shell_logic() -> None:
-    allowed = ("python -m pip install ", "python -m stacks.ci ", "bash .ci/run")
+    allowed = ("python -m pip install ", "python -m stacktools.ci ", "bash .ci/run")
     for path in WORKFLOWS:
         for step in steps(yaml.safe_load(path.read_text())):
             if "run" in step:
@@ -130,10 +130,10 @@ def test_every_credentialed_job_is_the_one_intended() -> None:
             if logins or job.get("permissions", {}).get("id-token"):
                 found[(path.name, name)] = logins
     assert found == {
-        ("pull-request.yml", "preview-dev"): ["python -m stacks.ci vault-login dev --preview"],
-        ("deploy.yml", "dev"): ["python -m stacks.ci vault-login dev"],
-        ("deploy.yml", "prod-preview"): ["python -m stacks.ci vault-login prod --preview"],
-        ("deploy.yml", "prod"): ["python -m stacks.ci vault-login prod"],
+        ("pull-request.yml", "preview-dev"): ["python -m stacktools.ci vault-login dev --preview"],
+        ("deploy.yml", "dev"): ["python -m stacktools.ci vault-login dev"],
+        ("deploy.yml", "prod-preview"): ["python -m stacktools.ci vault-login prod --preview"],
+        ("deploy.yml", "prod"): ["python -m stacktools.ci vault-login prod"],
     }
 
 
@@ -152,8 +152,8 @@ def test_each_login_runs_in_its_stacks_environment_and_runner(name: str, job_nam
     }
     assert job["runs-on"] == RUNNERS[(stack, role)]
     commands = runs(job)
-    login = commands.index(f"python -m stacks.ci vault-login {stack}{' --preview' if role == 'preview' else ''}")
-    kubeconfig = commands.index(f'python -m stacks.ci kubeconfig {stack} --out "${{{{ runner.temp }}}}/kubeconfig"')
+    login = commands.index(f"python -m stacktools.ci vault-login {stack}{' --preview' if role == 'preview' else ''}")
+    kubeconfig = commands.index(f'python -m stacktools.ci kubeconfig {stack} --out "${{{{ runner.temp }}}}/kubeconfig"')
     (pulumi_auth,) = uses(job, "pulumi/auth-actions")
     assert pulumi_auth["with"] == {
         "organization": "${{ env.PULUMI_ORGANIZATION }}",
@@ -175,7 +175,7 @@ def test_pull_requests_never_touch_prods_credentials() -> None:
     assert all(job.get("environment") != "production" for job in jobs.values())
     # A branch's code never logs in with a role that can deploy, nor runs on a deploy runner.
     assert [run for job in jobs.values() for run in runs(job) if "vault-login" in run] == [
-        "python -m stacks.ci vault-login dev --preview"
+        "python -m stacktools.ci vault-login dev --preview"
     ]
     assert jobs["preview-dev"]["environment"] == "dev-preview"
     assert "blinkchamber-dev" not in jobs["preview-dev"]["runs-on"]

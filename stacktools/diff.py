@@ -4,7 +4,9 @@
 ``python -m stacks diff --base main dev`` compares one stack on another git revision with the working tree (what a
 pull request changes). Secrets stay ``[secret]``; a changed secret is flagged, never shown. A change the provider
 applies by deleting and re-creating the resource is marked ``+/-``, its line ``(forces replacement)``
-(``stacks/replacements.py``).
+(``stacktools/replacements.py``). So is a resource whose URN changes (its parent, or a parent's parent, moved): the
+engine finds the old resource by URN, then by the new resource's aliases (``aliases`` in the plan), then by the alias
+it inherits from a parent found by an alias; found, it is the same resource, else a new one replaces the old.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stacks.plan import Plan
-from stacks.replacements import forces_replacement
+from stacks.names import PROJECT
+from stacktools.mocked import engine_urn
+from stacktools.plan import Plan
+from stacktools.replacements import forces_replacement
 
 _MISSING = object()
 REPLACEMENT_NOTE = "(forces replacement)"
+ALIAS_NOTE = "(moved, and an alias names its old URN: the same resource, not replaced)"
+INHERITED_NOTE = "(its parent moved under an alias, which keeps it the same resource: not replaced)"
 _LEAF_LINE = re.compile(r"^([~+-]) (inputs\.\S+?):(?: |$)")
 
 
@@ -122,8 +128,66 @@ def _resource_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return lines
 
 
+class _Identities:
+    """Whether the engine takes a resource of ``old`` for the one with the same key in ``new``.
+
+    Both URNs are built in ``new``'s stack: comparing two stacks (``diff dev prod``) asks what the same change would
+    do within one.
+    """
+
+    def __init__(self, old: Plan, new: Plan) -> None:
+        self.old, self.new = old, new
+        self._found: dict[str, str | None] = {}
+
+    def urn(self, plan: Plan, key: str) -> str:
+        res = plan.resources[key]
+        parent = res["parent"]
+        parent_urn = self.urn(plan, parent) if parent in plan.resources else ""
+        return engine_urn(self.new.stack, PROJECT, parent_urn, res["type"], res["name"])
+
+    def moved(self, key: str) -> tuple[str, str] | None:
+        """The old and new URNs of a resource in both plans whose URN changed; None when it did not."""
+        before, after = self.urn(self.old, key), self.urn(self.new, key)
+        return (before, after) if before != after else None
+
+    def kept_by(self, key: str) -> str | None:
+        """For a resource in both plans: how the engine finds its old state (``""`` by URN, or a note); None if not."""
+        if key not in self._found:
+            self._found[key] = self._kept_by(key)
+        return self._found[key]
+
+    def _kept_by(self, key: str) -> str | None:
+        urns = self.moved(key)
+        if urns is None:
+            return ""
+        if urns[0] in self.new.resources[key].get("aliases", []):
+            return ALIAS_NOTE
+        # A resource the engine found by an alias (its own or inherited) gives each child that alias's URN as parent:
+        # the child's own URN under its parent's old one.
+        res, parent = self.new.resources[key], self.new.resources[key]["parent"]
+        if parent in self.old.resources and parent in self.new.resources and self.kept_by(parent):
+            inherited = engine_urn(self.new.stack, PROJECT, self.urn(self.old, parent), res["type"], res["name"])
+            if inherited == urns[0]:
+                return INHERITED_NOTE
+        return None
+
+
+def _identity_lines(identities: _Identities, key: str, lines: list[str]) -> tuple[list[str], bool]:
+    """``lines`` with the move of a resource whose URN changed explained; whether the move replaces it."""
+    urns = identities.moved(key)
+    if urns is None:
+        return lines, False
+    kept = identities.kept_by(key)
+    note = kept or REPLACEMENT_NOTE
+    parent = next((i for i, line in enumerate(lines) if line.startswith("~ parent: ")), None)
+    if parent is None:  # a parent's parent moved
+        return [f"~ urn: {_show(urns[0])} → {_show(urns[1])} {note}", *lines], kept is None
+    return [f"{line} {note}" if i == parent else line for i, line in enumerate(lines)], kept is None
+
+
 def diff_plans(old: Plan, new: Plan, old_name: str | None = None, new_name: str | None = None) -> PlanDiff:
     changes: list[Change] = []
+    identities = _Identities(old, new)
     for key in sorted(set(old.resources) | set(new.resources)):
         before, after = old.resources.get(key), new.resources.get(key)
         if before is None and after is not None:
@@ -131,10 +195,11 @@ def diff_plans(old: Plan, new: Plan, old_name: str | None = None, new_name: str 
         elif after is None and before is not None:
             changes.append(Change("-", key))
         elif before is not None and after is not None:
-            lines = _resource_lines(before, after)
+            found = _resource_lines(before, after)
+            marked = [_mark_replacement(after["type"], line) for line in found]
+            lines, moved_away = _identity_lines(identities, key, marked)
             if lines:
-                marked = [_mark_replacement(after["type"], line) for line in lines]
-                changes.append(Change("+/-" if marked != lines else "~", key, marked))
+                changes.append(Change("+/-" if moved_away or marked != found else "~", key, lines))
     for name in sorted(set(old.outputs) | set(new.outputs)):
         lines = list(value_changes(old.outputs.get(name, _MISSING), new.outputs.get(name, _MISSING), name))
         if lines:

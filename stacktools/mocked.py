@@ -8,7 +8,7 @@ Only the SDK's public API: the mocks (``pulumi.runtime.Mocks``), a stack transfo
 The mocks' ``new_resource`` sees what reaches the engine of each resource: type, name, inputs and provider reference.
 The rest of the recording comes from a stack transformation, which sees each resource as the program declares it
 (its options and its inputs before they resolve); ``_Declarations`` completes that the way the SDK does before it
-registers the resource.
+registers the resource, and turns its aliases into the old URNs they stand for, as the engine does.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ class RecordedResource:
     provider: str
     inputs: dict[str, Any]
     retain_on_delete: bool = False
+    #: The old URNs its aliases stand for, in the engine's form (``engine_urn``): under one of them the engine takes
+    #: the resource in the stack's state for this one instead of replacing it.
+    aliases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +81,64 @@ class Recording:
 #: What a secret written by the program reads back as, first version (the provider reads KV v2 metadata after writing).
 MOCK_KV_METADATA: dict[str, str] = {"version": "1", "destroyed": "false", "deletion_time": "", "created_time": ""}
 _SUBKEYS = "vault:kv/getSecretSubkeysV2:getSecretSubkeysV2"
+
+
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def engine_urn(stack: str, project: str, parent_urn: str, type_: str, name: str) -> str:
+    """A resource's URN as the engine builds it: its parent's type chain, ``$``, its type; nothing for the stack.
+
+    ``parent_urn`` is ``""`` for a resource at the top of the stack. The mocks' URNs are not these: they keep only the
+    parent's last type, and the stack's type above a top-level resource's.
+    """
+    if parent_urn and len(parent_urn.split("::")) < 4:
+        raise ValueError(f"not a URN: {parent_urn!r}")  # the engine refuses it too
+    if not parent_urn or parent_urn.split("::")[2] == ROOT_STACK_TYPE:
+        return f"urn:pulumi:{stack}::{project}::{type_}::{name}"
+    return f"{parent_urn[: parent_urn.rfind('::')]}${type_}::{name}"
+
+
+@dataclass(frozen=True)
+class _Alias:
+    """An alias as the engine receives it: an old URN, or what differs from the resource (``None``: its own)."""
+
+    urn: str | None = None
+    name: str | None = None
+    type: str | None = None
+    stack: str | None = None
+    project: str | None = None
+    #: The old parent: a resource or its URN; ``""`` none (the stack); ``None`` the resource's own.
+    parent: pulumi.Resource | str | None = None
+
+
+def _given(value: Any) -> bool:
+    """Whether an ``Alias`` field was set: ``...`` means the resource's own (``None`` too, but for the parent)."""
+    return value is not None and value is not Ellipsis
+
+
+def _alias(alias: Any) -> pulumi.Output[_Alias]:
+    """``alias`` (a ``pulumi.Alias`` or a URN) with its inputs resolved."""
+    if not isinstance(alias, pulumi.Alias):
+        urn: pulumi.Output[str] = pulumi.Output.from_input(alias)
+        return urn.apply(lambda value: _Alias(urn=value))
+    parent: Any = alias.parent
+    # Not given: the resource's own parent; None (``pulumi.ROOT_STACK_RESOURCE``): none, the stack.
+    parent = None if parent is Ellipsis else "" if parent is None else parent
+    fields = pulumi.Output.all(
+        None if isinstance(parent, pulumi.Resource) else parent,
+        alias.stack if _given(alias.stack) else None,
+        alias.project if _given(alias.project) else None,
+    )
+    return fields.apply(
+        lambda values: _Alias(
+            name=alias.name if _given(alias.name) else None,
+            type=alias.type_ if _given(alias.type_) else None,
+            stack=values[1] or None,
+            project=values[2] or None,
+            parent=parent if isinstance(parent, pulumi.Resource) else values[0],
+        )
+    )
 
 
 class _Mocks(Mocks):
@@ -114,6 +175,8 @@ class _Declared:
     resource: pulumi.Resource
     type: str
     name: str
+    #: ``opts.parent``: ``None`` for the stack.
+    parent: pulumi.Resource | None
     #: Reads an existing resource (``opts.id``/``opts.urn``): the engine registers nothing.
     read: bool
     #: ``protect`` as the SDK resolves it: the resource's own, else its parent's.
@@ -123,6 +186,8 @@ class _Declared:
     parent_urn: str = ""
     #: The resources its inputs and ``depends_on`` name, components not yet expanded; complete when the run ends.
     uses: set[pulumi.Resource] = field(default_factory=set)
+    #: ``opts.aliases``, resolved once the run ends.
+    aliases: list[_Alias] = field(default_factory=list)
 
     def locate(self, parent: pulumi.Resource | None) -> pulumi.Output[None] | None:
         urn: pulumi.Output[str] | None = getattr(self.resource, "urn", None)
@@ -157,6 +222,7 @@ class _Declarations:
             resource=args.resource,
             type=args.type_,
             name=args.name,
+            parent=parent,
             read=opts.id is not None or opts.urn is not None,
             protect=protect,
             retain_on_delete=bool(opts.retain_on_delete),
@@ -166,6 +232,8 @@ class _Declarations:
         if parent is not None:
             self.children.setdefault(parent, []).append(args.resource)
         self._follow(entry, [args.props, opts.depends_on])
+        if opts.aliases:
+            pulumi.Output.all(*(_alias(alias) for alias in opts.aliases)).apply(entry.aliases.extend)
         # The resource has a URN once its constructor has returned; an Output's callback runs after that.
         pulumi.Output.from_input(parent or pulumi.runtime.get_root_resource()).apply(entry.locate)
 
@@ -192,6 +260,7 @@ class _Declarations:
     def record(self, received: list[MockResourceArgs], recording: Recording) -> None:
         """Pair each registration the mocks received with its declaration (by type and name, in order)."""
         urns = {d.resource: d.urn for d in self.declared if d.urn}
+        engine_urns = self.engine_urns(recording.stack)
         waiting: dict[tuple[str, str], list[_Declared]] = {}
         for entry in self.declared:
             if entry.urn and not entry.read:
@@ -202,6 +271,7 @@ class _Declarations:
                 continue  # a read
             entry = queue.pop(0)
             dependencies = {urns.get(r, "") for used in entry.uses for r in self.expand(used)} - {""}
+            aliases = {self.old_urn(entry, alias, engine_urns, recording.stack) for alias in entry.aliases}
             recording.resources.append(
                 RecordedResource(
                     urn=entry.urn,
@@ -213,8 +283,40 @@ class _Declarations:
                     provider=args.provider or "",
                     inputs=args.inputs,
                     retain_on_delete=entry.retain_on_delete,
+                    aliases=sorted(aliases),
                 )
             )
+
+    def engine_urns(self, stack: str) -> dict[pulumi.Resource, str]:
+        """Each declared resource's URN as the engine builds it (a parent is declared before its children)."""
+        urns: dict[pulumi.Resource, str] = {}
+        for entry in self.declared:
+            parent_urn = urns.get(entry.parent, "") if entry.parent is not None else ""
+            urns[entry.resource] = engine_urn(stack, names.PROJECT, parent_urn, entry.type, entry.name)
+        return urns
+
+    @staticmethod
+    def old_urn(entry: _Declared, alias: _Alias, urns: Mapping[pulumi.Resource, str], stack: str) -> str:
+        """The URN ``alias`` stands for, as the engine collapses an alias (a field not given: the resource's own).
+
+        Not followed: an old parent that itself moved under an alias (the engine would take the parent's old URN),
+        and the aliases a child inherits from its parent's; the diff looks at the parent for the latter.
+        """
+        if alias.urn is not None:
+            return alias.urn
+        if alias.parent is None:
+            parent_urn = urns.get(entry.parent, "") if entry.parent is not None else ""
+        elif isinstance(alias.parent, pulumi.Resource):
+            parent_urn = urns.get(alias.parent, "")
+        else:
+            parent_urn = alias.parent
+        return engine_urn(
+            alias.stack or stack,
+            alias.project or names.PROJECT,
+            parent_urn,
+            alias.type or entry.type,
+            alias.name or entry.name,
+        )
 
 
 def _references(value: Any, outputs: list[pulumi.Output[Any]], resources: set[pulumi.Resource], seen: set[int]) -> None:

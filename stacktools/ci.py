@@ -1,11 +1,11 @@
 """What the GitHub workflows run: every step's logic is here, tested; the workflows only call it.
 
-python -m stacks.ci report STACK --base REV --out FILE     plan diff of STACK against REV, as Markdown
-python -m stacks.ci comment --repo OWNER/NAME --pr N FILE… post the reports as one sticky PR comment
-python -m stacks.ci promote SOURCE TARGET --body-out FILE  run the promotion, write the PR body
-python -m stacks.ci open-promotion --repo OWNER/NAME ...   push the promoted stack file, open or update its PR
-python -m stacks.ci vault-login STACK [--preview]          GitHub OIDC → the stack's Vault CI role ($GITHUB_ENV)
-python -m stacks.ci kubeconfig STACK --out FILE            the in-cluster runner's kubeconfig ($GITHUB_ENV)
+python -m stacktools.ci report STACK --base REV --out FILE     plan diff of STACK against REV, as Markdown
+python -m stacktools.ci comment --repo OWNER/NAME --pr N FILE… post the reports as one sticky PR comment
+python -m stacktools.ci promote SOURCE TARGET --body-out FILE  run the promotion, write the PR body
+python -m stacktools.ci open-promotion --repo OWNER/NAME ...   push the promoted stack file, open or update its PR
+python -m stacktools.ci vault-login STACK [--preview]          GitHub OIDC → the stack's Vault CI role ($GITHUB_ENV)
+python -m stacktools.ci kubeconfig STACK --out FILE            the in-cluster runner's kubeconfig ($GITHUB_ENV)
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stacks import ci_login
 from stacks.config import StackConfig
-from stacks.diff import PlanDiff, RevisionError, diff_plans, plan_at_revision
-from stacks.github import (
+from stacks.loader import StackConfigError, load
+from stacks.stackfile import read_stack_config
+from stacktools import ci_login
+from stacktools.diff import PlanDiff, RevisionError, diff_plans, plan_at_revision
+from stacktools.github import (
     COMMENT_MARKER,
     GitHubApi,
     GitHubError,
@@ -29,11 +31,9 @@ from stacks.github import (
     open_pull_request,
     upsert_comment,
 )
-from stacks.loader import StackConfigError, load
-from stacks.mocked import PROJECT_DIR
-from stacks.plan import plan_stack
-from stacks.promote import Promotion, PromotionError, promote
-from stacks.stackfile import read_stack_config
+from stacktools.mocked import PROJECT_DIR
+from stacktools.plan import plan_stack
+from stacktools.promote import Promotion, PromotionError, promote
 
 __all__ = ["COMMENT_MARKER", "GitHubApi", "PullRequestApi", "RestGitHub", "open_pull_request", "upsert_comment"]
 
@@ -117,7 +117,7 @@ def _github_env() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m stacks.ci", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m stacktools.ci", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--project-dir", default=str(PROJECT_DIR))
     commands = parser.add_subparsers(dest="command", required=True)

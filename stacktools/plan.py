@@ -1,6 +1,6 @@
 """The offline plan: what a stack would declare, as a deterministic, secret-masked description.
 
-``python -m stacks plan STACK`` runs the program under mocks (``stacks/mocked.py``) with the config of
+``python -m stacks plan STACK`` runs the program under mocks (``stacktools/mocked.py``) with the config of
 ``Pulumi.STACK.yaml`` and writes under ``build/STACK/``: ``plan.json`` (machines), ``plan.txt`` (people),
 each Helm release's values as YAML and each Vault policy as HCL.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 from pulumi.runtime import rpc
 
-from stacks import mocked
 from stacks.names import HELM_RELEASE_TYPE
 from stacks.stackfile import SECRET, read_stack_config
+from stacktools import mocked
 
 UNKNOWN = "[unknown]"
 VAULT_POLICY = "vault:index/policy:Policy"
@@ -79,6 +79,20 @@ class Plan:
         return Plan(stack=data["stack"], resources=dict(data["resources"]), outputs=dict(data["outputs"]))
 
 
+def moves(resource: mocked.RecordedResource) -> list[str]:
+    """The aliases that keep the resource's type and name: the old URNs of a move from another parent or stack.
+
+    An alias of another type or name (the Kubernetes SDK gives each resource its API's former versions) stands for a
+    resource with another key in the plan, which a diff shows as removed and added whatever the alias says.
+    """
+    return [urn for urn in resource.aliases if _type_and_name(urn) == (resource.type, resource.name)]
+
+
+def _type_and_name(urn: str) -> tuple[str, str]:
+    parts = urn.split("::", 3)
+    return (parts[2].rsplit("$", 1)[-1], parts[3]) if len(parts) == 4 else ("", "")
+
+
 def describe(recording: mocked.Recording) -> Plan:
     by_urn = {r.urn: resource_key(r.type, r.name) for r in recording.resources}
     resources: dict[str, dict[str, Any]] = {}
@@ -94,6 +108,8 @@ def describe(recording: mocked.Recording) -> Plan:
             "inputs": mask(r.inputs),
             "secrets": secret_fingerprints(r.inputs),
         }
+        if aliases := moves(r):  # only then: the other resources' plans stay as they were
+            resources[key]["aliases"] = aliases
     outputs = {name: SECRET if out.secret else mask(out.value) for name, out in sorted(recording.outputs.items())}
     return Plan(stack=recording.stack, resources=dict(sorted(resources.items())), outputs=outputs)
 
@@ -185,6 +201,7 @@ def render_tree(plan: Plan, files: Mapping[str, str] | None = None) -> str:
             summary = _summary(res, files)
             if summary:
                 lines.append(f"{pad}      {summary}")
+            lines.extend(f"{pad}      alias of: {urn}" for urn in res.get("aliases", []))
             if res["dependsOn"]:
                 deps = ", ".join(d.split("::")[0].rsplit(":", 1)[-1] + " " + d.split("::")[1] for d in res["dependsOn"])
                 lines.append(f"{pad}      after: {deps}")

@@ -16,11 +16,11 @@ from ruamel.yaml.comments import CommentedMap
 
 from stacks import names
 from stacks.config import StackConfig
-from stacks.diff import PlanDiff, diff_plans
 from stacks.loader import StackConfigError, load
-from stacks.plan import plan_config
 from stacks.stackfile import parse_stack_config, read_stack_config
 from stacks.versions import is_exact_version, is_pinned_tag, version_key
+from stacktools.diff import PlanDiff, diff_plans
+from stacktools.plan import plan_config
 
 #: The release train: every exact version a release consists of (config key paths, camelCase).
 TRAIN: Final[tuple[str, ...]] = (
