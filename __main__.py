@@ -29,7 +29,7 @@ vault_provider = vault.Provider(
     "vault",
     address=cfg.vault.address,
     # Without vaultToken the provider reads VAULT_TOKEN (or the token helper) itself.
-    token=secret_config.get_secret("vaultToken"),
+    token=secret_config.get_secret(names.VAULT_TOKEN_KEY),
     # The provider's child token must outlive the Helm releases' waits (a rule checks it).
     max_lease_ttl_seconds=cfg.vault.provider_token_ttl_seconds,
 )
@@ -46,7 +46,7 @@ database_dsn: pulumi.Input[str] | None = None
 if postgres is not None:
     database_dsn = postgres.dsn
 elif cfg.zitadel.database.dsn_from_config:
-    database_dsn = secret_config.require_secret("postgresDsn")
+    database_dsn = secret_config.require_secret(names.POSTGRES_DSN_KEY)
 
 vault_access = VaultAccess(
     wiring.VAULT_ACCESS, wiring.vault_access_args(cfg), provider=vault_provider, database_dsn=database_dsn
@@ -87,7 +87,7 @@ if cfg.events.relay.enabled:
         wiring.event_relay_args(cfg),
         vault_provider=vault_provider,
         kv_mount=vault_access.kv_mount,
-        admin_key=secret_config.require_secret("zitadelAdminKey") if cfg.secrets.zitadel_admin_key else None,
+        admin_key=secret_config.require_secret(names.ZITADEL_ADMIN_KEY_KEY) if cfg.secrets.zitadel_admin_key else None,
         redis_password_version=vault_access.redis_password_version,
         zitadel_release=zitadel.release,
         vault_objects_ready=vault_access.relay_access,

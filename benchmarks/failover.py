@@ -24,7 +24,7 @@ from pathlib import Path
 
 from stacks.config import MASTER_RELABEL_SECONDS, RedisConfig, StackConfig
 from stacks.loader import load
-from stacks.stackfile import read_stack_config
+from stacks.stackfile import path_of, read_stack_config
 from stacktools.mocked import PROJECT_DIR
 from testbed.breaker import ZITADEL_DEFAULTS, BreakerSettings, CircuitBreaker
 from testbed.forwarder import master_service
@@ -43,6 +43,9 @@ from testbed.zitadel_cache import CacheClient
 CHART_DEFAULT_DOWN_AFTER_MS = 60000
 CHART_DEFAULT_FAILOVER_TIMEOUT_MS = 180000
 
+
+#: XADDs per pipeline in the throughput measure (the README's figures are for 50).
+PIPELINE_SIZE = 50
 
 #: A ZITADEL pod under steady load: one cache call every 10 ms.
 CACHE_CALL_PERIOD_SECONDS = 0.01
@@ -67,7 +70,7 @@ class Failover:
 
 
 def stack(name: str) -> StackConfig:
-    return load(name, *read_stack_config(PROJECT_DIR / f"Pulumi.{name}.yaml"))
+    return load(name, *read_stack_config(path_of(PROJECT_DIR, name)))
 
 
 def chart_defaults(base: RedisConfig) -> RedisConfig:
@@ -196,10 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         with running_bed(prod.redis, Path(tmp) / "throughput") as bed:
-            pipeline = prod.events.performance.pipeline_size
             stream = prod.events.streams.normal
-            plain = measure_throughput(bed, prod.events.db, stream, pipeline, args.events, wait=False)
-            acked = measure_throughput(bed, prod.events.db, stream, pipeline, args.events, wait=True)
+            plain = measure_throughput(bed, prod.events.db, stream, PIPELINE_SIZE, args.events, wait=False)
+            acked = measure_throughput(bed, prod.events.db, stream, PIPELINE_SIZE, args.events, wait=True)
             # The worst case: a WAIT after every single event.
             single = measure_throughput(bed, prod.events.db, stream, 1, args.events // 4, wait=False)
             single_acked = measure_throughput(bed, prod.events.db, stream, 1, args.events // 4, wait=True)
@@ -215,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(
-        f"events DB throughput, pipelines of {pipeline}: {plain:,.0f} events/s without WAIT, {acked:,.0f} events/s "
-        f"with WAIT 1 per pipeline ({acked / plain:.2f}x)"
+        f"events DB throughput, pipelines of {PIPELINE_SIZE}: {plain:,.0f} events/s without WAIT, "
+        f"{acked:,.0f} events/s with WAIT 1 per pipeline ({acked / plain:.2f}x)"
     )
     print(
         f"events DB throughput, one event per round trip: {single:,.0f} events/s without WAIT, "

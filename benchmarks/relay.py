@@ -38,7 +38,7 @@ from relay.source import EventApi
 from relay.store import connect, cursor_key, seen_bucket, seen_key
 from stacks.config import StackConfig, duration_seconds
 from stacks.loader import load
-from stacks.stackfile import read_stack_config
+from stacks.stackfile import path_of, read_stack_config
 from stacktools.mocked import PROJECT_DIR
 from testbed.redisbed import RedisBed, binaries_available, free_port, running_bed
 from testbed.zitadel_api import EventSpec, ForkedServer, StandInEventApi, local_relay_document, now_us
@@ -65,7 +65,7 @@ def specs(count: int, start: int = 0) -> list[EventSpec]:
 
 
 def stack(name: str) -> StackConfig:
-    return load(name, *read_stack_config(PROJECT_DIR / f"Pulumi.{name}.yaml"))
+    return load(name, *read_stack_config(path_of(PROJECT_DIR, name)))
 
 
 class Run:

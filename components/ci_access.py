@@ -63,17 +63,13 @@ def deploy_grants(args: CiAccessArgs) -> list[Grant]:
     grants += [Grant(n.kv_path(secret), _OWN, "a secret the stack writes") for secret in args.written_secrets]
     if n.external_database is not None:
         grants.append(
-            Grant(
-                f"{n.kv_mount}/subkeys/{n.external_database[0]}",
-                ("read",),
-                "the preflight: the DSN's keys, never its value",
-            )
+            Grant(n.subkeys_path(n.external_database[0]), ("read",), "the preflight: the DSN's keys, never its value")
         )
     for pod in args.pods:
-        grants.append(Grant(f"sys/policies/acl/{pod.policy}", _OWN, f"the policy of {pod.service_account}'s pods"))
+        grants.append(Grant(n.policy_path(pod.policy), _OWN, f"the policy of {pod.service_account}'s pods"))
         grants.append(
             Grant(
-                f"auth/{n.kubernetes_auth_path}/role/{pod.role}",
+                n.kubernetes_role_path(pod.role),
                 _OWN,
                 f"the role of {pod.service_account}'s pods: only its own policy and service account",
                 {
@@ -94,13 +90,11 @@ def deploy_grants(args: CiAccessArgs) -> list[Grant]:
     if v.manage_backends or v.ci.manage_backend:
         grants.append(Grant("sys/auth", ("read",), "the provider finds auth backends in the list of mounts"))
     if v.ci.enabled:
-        grants.append(Grant(f"sys/policies/acl/{n.ci_policy}", ("read",), "this policy: read-only to CI"))
-        grants.append(Grant(f"auth/{n.ci_auth_path}/role/{n.ci_role}", ("read",), "this role: read-only to CI"))
+        grants.append(Grant(n.policy_path(n.ci_policy), ("read",), "this policy: read-only to CI"))
+        grants.append(Grant(n.ci_role_path(n.ci_role), ("read",), "this role: read-only to CI"))
         if v.ci.preview is not None:
-            grants.append(Grant(f"sys/policies/acl/{n.ci_preview_policy}", ("read",), "the previews' policy: read"))
-            grants.append(
-                Grant(f"auth/{n.ci_auth_path}/role/{n.ci_preview_role}", ("read",), "the previews' role: read")
-            )
+            grants.append(Grant(n.policy_path(n.ci_preview_policy), ("read",), "the previews' policy: read"))
+            grants.append(Grant(n.ci_role_path(n.ci_preview_role), ("read",), "the previews' role: read"))
         if v.ci.manage_backend:
             grants.append(Grant(f"auth/{n.ci_auth_path}/config", ("read",), "the JWT backend: read-only to CI"))
     return grants
@@ -114,7 +108,7 @@ def preview_grants(n: names.VaultNames) -> list[Grant]:
     """
     grants = [Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login")]
     if n.external_database is not None:
-        path = f"{n.kv_mount}/subkeys/{n.external_database[0]}"
+        path = n.subkeys_path(n.external_database[0])
         grants.append(Grant(path, ("read",), "the preflight: the DSN's keys, never its value"))
     return grants
 
@@ -182,7 +176,7 @@ class CiAccess(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: CiAccessArgs, *, provider: vault.Provider, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("blinkchamber:identity:CiAccess", name, None, opts)
+        super().__init__(names.component_type("CiAccess"), name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         n, ci = args.names, args.vault.ci
         after: list[pulumi.Resource] = []

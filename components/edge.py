@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import edge_objects, ownership
+from components import edge_objects, netpol, ownership
 from components.helm import chart_args
 from components.peers import ClusterNetwork, ZitadelEndpoint
 from stacks import names
@@ -139,21 +139,15 @@ class Edge(pulumi.ComponentResource):
         redis_password: pulumi.Output[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("blinkchamber:identity:Edge", name, None, opts)
+        super().__init__(names.component_type("Edge"), name, None, opts)
         edge = args.edge
         child = pulumi.ResourceOptions(parent=self)
         namespace = ownership.namespace(edge.namespace, args.namespaces, parent=self)
-        network_policies = [
-            k8s.networking.v1.NetworkPolicy(
-                policy["metadata"]["name"],
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy["metadata"]["name"], namespace=namespace.metadata.name),
-                spec=policy["spec"],
-                opts=child,
-            )
-            for policy in edge_objects.edge_network_policies(
-                edge, zitadel_namespace=args.zitadel.namespace, cluster=args.cluster
-            )
-        ]
+        network_policies = netpol.declare(
+            edge_objects.edge_network_policies(edge, zitadel_namespace=args.zitadel.namespace, cluster=args.cluster),
+            namespace.metadata.name,
+            child,
+        )
         secret = k8s.core.v1.Secret(
             names.RATE_LIMIT_REDIS_SECRET,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=names.RATE_LIMIT_REDIS_SECRET, namespace=namespace.metadata.name),
@@ -205,7 +199,7 @@ class ZitadelRoutePolicies(pulumi.ComponentResource):
         namespace_ready: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("blinkchamber:identity:ZitadelRoutePolicies", name, None, opts)
+        super().__init__(names.component_type("ZitadelRoutePolicies"), name, None, opts)
         # After the CRDs (the gateway release) and ZITADEL's namespace; a policy may precede the routes it targets.
         options = pulumi.ResourceOptions(parent=self, depends_on=[*crds_ready, *namespace_ready])
         documents = [edge_objects.backend_traffic_policy(args.edge, args.zitadel)]

@@ -7,12 +7,22 @@ chart. Field names are Envoy Gateway v1.9.0's (``api/v1alpha1``) and Gateway API
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from components import edge_pods
-from components.isolation import DNS_PORT, LOGIN_LABELS, LOGIN_PORT, REDIS_LABELS, SERVER_LABELS, ZITADEL_PORT
+from components.isolation import LOGIN_LABELS, LOGIN_PORT, REDIS_LABELS, SERVER_LABELS, ZITADEL_PORT
+from components.netpol import (
+    NAMESPACE_NAME_LABEL,
+    api_server_egress,
+    dns_egress,
+    in_namespace,
+    namespace,
+    pods,
+    policy,
+    ports,
+)
 from components.peers import ClusterNetwork, ZitadelEndpoint
 from stacks import names
 from stacks.config import EdgeConfig, EdgeListener, RateLimitRule
@@ -112,7 +122,7 @@ def gateway(edge: EdgeConfig, zitadel: ZitadelEndpoint) -> dict[str, Any]:
         "allowedRoutes": {
             "namespaces": {
                 "from": "Selector",
-                "selector": {"matchLabels": {"kubernetes.io/metadata.name": zitadel.namespace}},
+                "selector": {"matchLabels": {NAMESPACE_NAME_LABEL: zitadel.namespace}},
             },
             "kinds": [{"group": GATEWAY_API, "kind": "HTTPRoute"}, {"group": GATEWAY_API, "kind": "GRPCRoute"}],
         },
@@ -230,113 +240,57 @@ def backend_traffic_policy(edge: EdgeConfig, zitadel: ZitadelEndpoint) -> dict[s
 # --- network policies of the gateway's namespace ----------------------------------------------------------------------
 
 
-def _ports(*ports: int, protocol: str = "TCP") -> list[dict[str, Any]]:
-    return [{"port": port, "protocol": protocol} for port in ports]
-
-
-def _pods(labels: Mapping[str, str]) -> dict[str, Any]:
-    return {"matchLabels": dict(labels)}
-
-
-def _namespace(name: str) -> dict[str, Any]:
-    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
-
-
-def _policy(namespace: str, name: str, pods: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
-    types = [kind for kind, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"podSelector": dict(pods), "policyTypes": types, **rules},
-    }
-
-
 def edge_network_policies(edge: EdgeConfig, *, zitadel_namespace: str, cluster: ClusterNetwork) -> list[dict[str, Any]]:
     """The gateway's namespace: deny all, then the flows of the controller, the proxies and the ratelimit pods."""
     net = edge.network_policy
-    namespace = edge.namespace
-    proxies = edge_pods.proxy_labels(edge.namespace)
-    monitoring = [_namespace(namespace) for namespace in net.monitoring_namespaces]
-    scraped = [{"from": monitoring, "ports": _ports(edge_pods.METRICS_PORT)}] if monitoring else []
-    kube_api = [
-        {
-            "to": [{"ipBlock": {"cidr": cidr}} for cidr in cluster.api_server_cidrs],
-            "ports": _ports(*net.kube_api_ports),
-        }
-    ]
+    own = edge.namespace
+    proxies = pods(edge_pods.proxy_labels(edge.namespace))
+    controller = pods(edge_pods.CONTROLLER_LABELS)
+    rate_limit = pods(edge_pods.RATE_LIMIT_LABELS)
+    monitoring = [namespace(name) for name in net.monitoring_namespaces]
+    scraped = [{"from": monitoring, "ports": ports(edge_pods.METRICS_PORT)}] if monitoring else []
+    kube_api = [api_server_egress(cluster)]
     return [
-        _policy(namespace, "edge-default-deny", {}, ingress=[], egress=[]),
-        _policy(
-            namespace,
-            "edge-dns",
-            {},
-            egress=[
-                {
-                    "to": [_namespace(cluster.dns_namespace)],
-                    "ports": _ports(DNS_PORT, protocol="UDP") + _ports(DNS_PORT),
-                }
-            ],
-        ),
-        _policy(
-            namespace,
+        policy(own, "edge-default-deny", {}, ingress=[], egress=[]),
+        policy(own, "edge-dns", {}, egress=[dns_egress(cluster.dns_namespace)]),
+        policy(
+            own,
             "edge-proxies",
-            _pods(proxies),
+            proxies,
             # Clients, from anywhere (through the load balancer), on the listener's container port.
-            ingress=[{"ports": _ports(edge_pods.proxy_container_port(edge.listener.port))}, *scraped],
+            ingress=[{"ports": ports(edge_pods.proxy_container_port(edge.listener.port))}, *scraped],
             egress=[
                 # ZITADEL's API (and its JWKS) and the login UI.
-                {
-                    "to": [edge_pods.in_namespace(zitadel_namespace, SERVER_LABELS)],
-                    "ports": _ports(ZITADEL_PORT),
-                },
-                {"to": [edge_pods.in_namespace(zitadel_namespace, LOGIN_LABELS)], "ports": _ports(LOGIN_PORT)},
-                {
-                    "to": [{"podSelector": _pods(edge_pods.CONTROLLER_LABELS)}],
-                    "ports": _ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT),
-                },
-                {
-                    "to": [{"podSelector": _pods(edge_pods.RATE_LIMIT_LABELS)}],
-                    "ports": _ports(edge_pods.RATE_LIMIT_GRPC_PORT),
-                },
+                {"to": [in_namespace(zitadel_namespace, SERVER_LABELS)], "ports": ports(ZITADEL_PORT)},
+                {"to": [in_namespace(zitadel_namespace, LOGIN_LABELS)], "ports": ports(LOGIN_PORT)},
+                {"to": [{"podSelector": controller}], "ports": ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT)},
+                {"to": [{"podSelector": rate_limit}], "ports": ports(edge_pods.RATE_LIMIT_GRPC_PORT)},
             ],
         ),
-        _policy(
-            namespace,
+        policy(
+            own,
             "edge-rate-limit",
-            _pods(edge_pods.RATE_LIMIT_LABELS),
-            ingress=[
-                {"from": [{"podSelector": _pods(proxies)}], "ports": _ports(edge_pods.RATE_LIMIT_GRPC_PORT)},
-                *scraped,
-            ],
+            rate_limit,
+            ingress=[{"from": [{"podSelector": proxies}], "ports": ports(edge_pods.RATE_LIMIT_GRPC_PORT)}, *scraped],
             egress=[
                 # Redis and Sentinel: the counters live in DB 0 of the Sentinel set.
                 {
-                    "to": [edge_pods.in_namespace(names.REDIS_NAMESPACE, REDIS_LABELS)],
-                    "ports": _ports(names.REDIS_PORT, names.SENTINEL_PORT),
+                    "to": [in_namespace(names.REDIS_NAMESPACE, REDIS_LABELS)],
+                    "ports": ports(names.REDIS_PORT, names.SENTINEL_PORT),
                 },
-                {
-                    "to": [{"podSelector": _pods(edge_pods.CONTROLLER_LABELS)}],
-                    "ports": _ports(edge_pods.RATE_LIMIT_CONFIG_PORT),
-                },
+                {"to": [{"podSelector": controller}], "ports": ports(edge_pods.RATE_LIMIT_CONFIG_PORT)},
             ],
         ),
-        _policy(
-            namespace,
+        policy(
+            own,
             "edge-controller",
-            _pods(edge_pods.CONTROLLER_LABELS),
+            controller,
             ingress=[
-                {
-                    "from": [{"podSelector": _pods(proxies)}],
-                    "ports": _ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT),
-                },
-                {
-                    "from": [{"podSelector": _pods(edge_pods.RATE_LIMIT_LABELS)}],
-                    "ports": _ports(edge_pods.RATE_LIMIT_CONFIG_PORT),
-                },
+                {"from": [{"podSelector": proxies}], "ports": ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT)},
+                {"from": [{"podSelector": rate_limit}], "ports": ports(edge_pods.RATE_LIMIT_CONFIG_PORT)},
                 *scraped,
             ],
             egress=kube_api,
         ),
-        _policy(namespace, "edge-certgen", _pods(edge_pods.CERTGEN_LABELS), egress=kube_api),
+        policy(own, "edge-certgen", pods(edge_pods.CERTGEN_LABELS), egress=kube_api),
     ]

@@ -7,14 +7,14 @@ are facts of that source, written down here once.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from stacks import names
 
 #: The controller (``templates/envoy-gateway-deployment.yaml``: ``control-plane`` plus the chart's selector labels).
 CONTROLLER_LABELS: Final = {
     "control-plane": names.EDGE_CONTROLLER,
-    "app.kubernetes.io/name": "gateway-helm",
+    "app.kubernetes.io/name": names.EDGE_CHART_NAME,
     "app.kubernetes.io/instance": names.EDGE_RELEASE,
 }
 #: The chart's certgen job (``templates/certgen.yaml``).
@@ -53,11 +53,3 @@ def proxy_labels(gateway_namespace: str) -> dict[str, str]:
 def proxy_container_port(listener_port: int) -> int:
     """The port the proxies' Envoy container listens on for a Gateway listener port."""
     return listener_port + _WELL_KNOWN_PORT_SHIFT if listener_port < _MIN_EPHEMERAL_PORT else listener_port
-
-
-def in_namespace(namespace: str, labels: dict[str, str]) -> dict[str, Any]:
-    """A network-policy peer: the pods with ``labels`` in ``namespace``."""
-    return {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-        "podSelector": {"matchLabels": dict(labels)},
-    }

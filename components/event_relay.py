@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -21,7 +21,8 @@ import pulumi_kubernetes as k8s
 import pulumi_vault as vault
 import pulumiverse_zitadel as zitadel
 
-from components.isolation import DNS_PORT, NAMESPACE_NAME_LABEL, SERVER_COMPONENT
+from components import netpol
+from components.isolation import REDIS_LABELS, SERVER_LABELS, ZITADEL_PORT
 from components.peers import ClusterNetwork, VaultEndpoint, ZitadelEndpoint
 from components.vault_texts import InjectedFile, injector_annotations, secret_value_template
 from stacks import names
@@ -38,17 +39,6 @@ LABELS: Final = {
 LEASE_TTL_S: Final = 10.0
 LEASE_RENEW_S: Final = 3.0
 _RUNTIME_DEFAULT: Final = {"type": "RuntimeDefault"}
-# The ZITADEL chart's server pods (components/isolation.py).
-_ZITADEL_SERVER: Final = {
-    "matchLabels": {
-        "app.kubernetes.io/name": names.ZITADEL_FULLNAME,
-        "app.kubernetes.io/instance": names.ZITADEL_RELEASE,
-        "app.kubernetes.io/component": SERVER_COMPONENT,
-    }
-}
-_REDIS_PODS: Final = {
-    "matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": names.REDIS_RELEASE}
-}
 
 
 @dataclass(frozen=True)
@@ -158,58 +148,41 @@ def pod_annotations(args: EventRelayArgs, redis_password_version: pulumi.Input[s
         role=args.vault_role, auth_path=args.vault.auth_path, files=injected_files(args)
     )
     # A new relay.json restarts the pods (a ConfigMap change alone would not).
-    annotations["blinkchamber.io/relay-config-sha256"] = hashlib.sha256(relay_config_text(args).encode()).hexdigest()
+    annotations[names.RELAY_CONFIG_DIGEST_ANNOTATION] = hashlib.sha256(relay_config_text(args).encode()).hexdigest()
     if redis_password_version is not None:
         annotations[names.REDIS_PASSWORD_VERSION_ANNOTATION] = redis_password_version
     return annotations
 
 
-def _ports(ports: Sequence[int], protocol: str = "TCP") -> list[dict[str, Any]]:
-    return [{"port": port, "protocol": protocol} for port in ports]
-
-
-def _namespace(name: str) -> dict[str, Any]:
-    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
-
-
 def network_policies(args: EventRelayArgs) -> list[dict[str, Any]]:
     """The bridge reaches ZITADEL, Redis and its sentinels, Vault and DNS; only Prometheus reaches it. ZITADEL's
     namespace denies everything else already; a second policy lets the bridge into ZITADEL's API."""
-    relay = {"matchLabels": dict(LABELS)}
-    metrics_from = [_namespace(n) for n in args.events.relay.metrics_namespaces]
+    relay = netpol.pods(LABELS)
+    server = netpol.pods(SERVER_LABELS)
+    metrics_from = [netpol.namespace(n) for n in args.events.relay.metrics_namespaces]
     namespace = args.zitadel.namespace
-
-    def policy(name: str, selector: Mapping[str, Any], **rules: Any) -> dict[str, Any]:
-        types = [kind for kind, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
-        return {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"podSelector": dict(selector), "policyTypes": types, **rules},
-        }
-
     return [
-        policy(
+        netpol.policy(
+            namespace,
             names.RELAY_NAME,
             relay,
-            ingress=[{"from": metrics_from, "ports": _ports([names.RELAY_METRICS_PORT])}] if metrics_from else [],
+            ingress=[{"from": metrics_from, "ports": netpol.ports(names.RELAY_METRICS_PORT)}] if metrics_from else [],
             egress=[
-                {"to": [{"podSelector": _ZITADEL_SERVER}], "ports": _ports([names.ZITADEL_SERVICE_PORT])},
+                # The pods' port: a policy sees the connection after the Service has translated it.
+                {"to": [{"podSelector": server}], "ports": netpol.ports(ZITADEL_PORT)},
                 {
-                    "to": [{**_namespace(names.REDIS_NAMESPACE), "podSelector": _REDIS_PODS}],
-                    "ports": _ports([names.REDIS_PORT, names.SENTINEL_PORT]),
+                    "to": [netpol.in_namespace(names.REDIS_NAMESPACE, REDIS_LABELS)],
+                    "ports": netpol.ports(names.REDIS_PORT, names.SENTINEL_PORT),
                 },
-                {"to": [_namespace(args.vault.namespace)], "ports": _ports([args.vault.port])},
-                {
-                    "to": [_namespace(args.cluster.dns_namespace)],
-                    "ports": _ports([DNS_PORT], "UDP") + _ports([DNS_PORT], "TCP"),
-                },
+                {"to": [netpol.namespace(args.vault.namespace)], "ports": netpol.ports(args.vault.port)},
+                netpol.dns_egress(args.cluster.dns_namespace),
             ],
         ),
-        policy(
+        netpol.policy(
+            namespace,
             f"zitadel-from-{names.RELAY_NAME}",
-            _ZITADEL_SERVER,
-            ingress=[{"from": [{"podSelector": relay}], "ports": _ports([names.ZITADEL_SERVICE_PORT])}],
+            server,
+            ingress=[{"from": [{"podSelector": relay}], "ports": netpol.ports(ZITADEL_PORT)}],
         ),
     ]
 
@@ -317,7 +290,7 @@ class EventRelay(pulumi.ComponentResource):
         """``admin_key``: the first instance's admin machine key, when the stack's configuration holds one (else the
         Secret the chart's setup job writes is read); ``vault_objects_ready``: the bridge's Vault policy and role;
         ``redis_ready``: the Redis release."""
-        super().__init__("blinkchamber:identity:EventRelay", name, None, opts)
+        super().__init__(names.component_type("EventRelay"), name, None, opts)
         namespace = args.zitadel.namespace
         child = pulumi.ResourceOptions(parent=self)
 
@@ -384,15 +357,9 @@ class EventRelay(pulumi.ComponentResource):
             data={names.RELAY_CONFIG_FILE: relay_config_text(args)},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
         )
-        policies = [
-            k8s.networking.v1.NetworkPolicy(
-                doc["metadata"]["name"],
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=doc["metadata"]["name"], namespace=namespace),
-                spec=doc["spec"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
-            )
-            for doc in network_policies(args)
-        ]
+        policies = netpol.declare(
+            network_policies(args), namespace, pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release])
+        )
         self.deployment = k8s.apps.v1.Deployment(
             names.RELAY_NAME,
             metadata=meta(names.RELAY_NAME),

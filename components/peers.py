@@ -19,6 +19,8 @@ class ClusterNetwork:
     dns_namespace: str
     #: Where the API server answers pods: no pod selector matches it, only its address blocks.
     api_server_cidrs: tuple[str, ...]
+    #: The ports it answers on there.
+    api_server_ports: tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 import pulumi
 import pulumi_vault as vault
 
+from stacks import names
+
 
 class PreflightError(RuntimeError):
     """Something a release needs is missing; the message names it and where it was looked for."""
@@ -39,7 +41,7 @@ def require_secret_keys(
 ) -> pulumi.Output[str]:
     """The secret's API path, once Vault confirms it holds ``keys``; fails the deployment otherwise."""
     required = sorted(keys)
-    path = f"{mount}/data/{secret}"
+    path = names.kv2_api_path(mount, secret)
     answer = vault.kv.get_secret_subkeys_v2_output(
         mount=mount, name=secret, opts=pulumi.InvokeOutputOptions(provider=provider)
     )

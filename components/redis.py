@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import edge_pods, ownership, redis_settings
+from components import edge_pods, netpol, ownership, redis_settings
 from components.helm import chart_args, image_values
 from components.passwords import PASSWORD_ALPHABET
 from components.peers import ClusterNetwork, VaultEndpoint
@@ -88,43 +88,21 @@ def _network_policy(args: RedisArgs) -> dict[str, Any]:
         "allowExternalEgress": False,
         "extraIngress": [
             {
-                "ports": [
-                    {"port": names.REDIS_PORT, "protocol": "TCP"},
-                    {"port": names.SENTINEL_PORT, "protocol": "TCP"},
-                ],
+                "ports": netpol.ports(names.REDIS_PORT, names.SENTINEL_PORT),
                 "from": [
-                    *(
-                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
-                        for namespace in args.client_namespaces
-                    ),
+                    *(netpol.namespace(namespace) for namespace in args.client_namespaces),
                     # The gateway's rate-limit counters (DB 0), through Sentinel: only the ratelimit pods.
-                    edge_pods.in_namespace(args.rate_limit_namespace, edge_pods.RATE_LIMIT_LABELS),
+                    netpol.in_namespace(args.rate_limit_namespace, edge_pods.RATE_LIMIT_LABELS),
                 ],
             }
         ],
         "extraEgress": [
-            {
-                # The chart opens DNS over UDP only; answers too large for UDP are retried over TCP.
-                "ports": [{"port": 53, "protocol": "TCP"}],
-                "to": [
-                    {
-                        "namespaceSelector": {
-                            "matchLabels": {"kubernetes.io/metadata.name": args.cluster.dns_namespace}
-                        }
-                    }
-                ],
-            },
-            {
-                # The Vault agent init container logs in and fetches the password.
-                "ports": [{"port": args.vault.port, "protocol": "TCP"}],
-                "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": args.vault.namespace}}}],
-            },
-            {
-                # The kubectl sidecar relabels the master pod so that the master Service follows failovers. The API
-                # server is no pod (its Service address is translated first): only its address blocks can match it.
-                "ports": [{"port": port, "protocol": "TCP"} for port in args.redis.kube_api_ports],
-                "to": [{"ipBlock": {"cidr": cidr}} for cidr in args.cluster.api_server_cidrs],
-            },
+            # The chart opens DNS over UDP only; answers too large for UDP are retried over TCP.
+            {"ports": netpol.ports(netpol.DNS_PORT), "to": [netpol.namespace(args.cluster.dns_namespace)]},
+            # The Vault agent init container logs in and fetches the password.
+            {"ports": netpol.ports(args.vault.port), "to": [netpol.namespace(args.vault.namespace)]},
+            # The kubectl sidecar relabels the master pod so that the master Service follows failovers.
+            netpol.api_server_egress(args.cluster),
         ],
     }
 
@@ -144,7 +122,7 @@ def redis_values(args: RedisArgs, password_version: pulumi.Input[str] | None = N
     """
     r = args.redis
     sentinel = redis_settings.sentinel_settings(r)
-    relocated = any(image.registry != "docker.io" for _, image in r.images)
+    relocated = any(image.registry != names.BITNAMI_REGISTRY for _, image in r.images)
     persistence: dict[str, Any] = {"enabled": r.persistence.enabled, "size": r.persistence.size}
     if r.persistence.storage_class:
         persistence["storageClass"] = r.persistence.storage_class
@@ -236,7 +214,7 @@ class RedisSentinel(pulumi.ComponentResource):
     ) -> None:
         """``vault_objects_ready``: the Redis pods' Vault secret, policy and role; ``password_version``: the KV version
         of the password (never its value)."""
-        super().__init__("blinkchamber:identity:RedisSentinel", name, None, opts)
+        super().__init__(names.component_type("RedisSentinel"), name, None, opts)
         r = args.redis
         namespace = ownership.namespace(names.REDIS_NAMESPACE, args.namespaces, parent=self)
         self.release = k8s.helm.v3.Release(

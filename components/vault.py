@@ -17,7 +17,7 @@ from stacks import names
 from stacks.config import VaultConfig
 
 #: The component's type token: part of the URN of every resource under it.
-VAULT_ACCESS_TYPE: Final = "blinkchamber:identity:VaultAccess"
+VAULT_ACCESS_TYPE: Final = names.component_type("VaultAccess")
 #: ZITADEL's chart and binary require exactly 32 bytes; alphanumerics keep characters and bytes equal.
 MASTERKEY_LENGTH = 32
 
@@ -152,7 +152,9 @@ class VaultAccess(pulumi.ComponentResource):
         )
         self.redis_password = redis_password
         self.masterkey = random_password(
-            "zitadel-masterkey", MASTERKEY_LENGTH, pulumi.ResourceOptions(parent=self, protect=args.protect_masterkey)
+            names.MASTERKEY_PASSWORD_RESOURCE,
+            MASTERKEY_LENGTH,
+            pulumi.ResourceOptions(parent=self, protect=args.protect_masterkey),
         )
         redis_secret = self._kv_secret(
             mount, names.REDIS_SECRET_NAME, vault_names.redis_secret, names.REDIS_SECRET_KEY, redis_password, child

@@ -40,7 +40,7 @@ def namespace_policy(cfg: StackConfig) -> NamespacePolicy:
 
 def cluster_network(cfg: StackConfig) -> ClusterNetwork:
     k = cfg.kubernetes
-    return ClusterNetwork(k.cluster_domain, k.dns_namespace, k.api_server_cidrs)
+    return ClusterNetwork(k.cluster_domain, k.dns_namespace, k.api_server_cidrs, k.api_server_ports)
 
 
 def vault_endpoint(cfg: StackConfig) -> VaultEndpoint:
@@ -117,7 +117,7 @@ def zitadel_args(cfg: StackConfig) -> ZitadelArgs:
         redis_master_address=names.redis_master_address(cfg.kubernetes.cluster_domain),
         breaker_timeout=cfg.breaker_timeout,
         gateway=GatewayListener.of(cfg.edge),
-        dns_namespace=cfg.kubernetes.dns_namespace,
+        cluster=cluster_network(cfg),
         namespaces=namespace_policy(cfg),
     )
 

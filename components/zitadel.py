@@ -9,11 +9,11 @@ from typing import Any, Union
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import ownership
+from components import netpol, ownership
 from components.edge_objects import GatewayListener, route_parent_refs
 from components.helm import chart_args, image_values
 from components.isolation import zitadel_network_policies
-from components.peers import VaultEndpoint
+from components.peers import ClusterNetwork, VaultEndpoint
 from components.vault_texts import InjectedFile, injector_annotations
 from components.zitadel_database import BundledPostgres
 from stacks import dblayout, names
@@ -53,8 +53,8 @@ class ZitadelArgs:
     breaker_timeout: str
     #: The stack's Gateway listener the chart's routes attach to; its proxies may reach ZITADEL.
     gateway: GatewayListener
-    #: Namespace of the cluster DNS (port 53 is opened to it).
-    dns_namespace: str
+    #: The cluster DNS (port 53 is opened to it) and the API server (the setup and cleanup jobs reach it).
+    cluster: ClusterNetwork
     namespaces: ownership.NamespacePolicy
 
 #: The user of the ZITADEL, login and tool images, as the chart runs them.
@@ -270,23 +270,16 @@ class Zitadel(pulumi.ComponentResource):
         ``postgres``: the bundled Postgres's passwords (dev). ``vault_objects_ready``: ZITADEL's Vault secrets, policy
         and role; ``redis_ready``: the Redis release (the setup job connects to it); ``gateway_ready``: the release that
         installs the Gateway API CRDs of the chart's routes."""
-        super().__init__("blinkchamber:identity:Zitadel", name, None, opts)
+        super().__init__(names.component_type("Zitadel"), name, None, opts)
         z = args.zitadel
         child = pulumi.ResourceOptions(parent=self)
         namespace = ownership.namespace(z.namespace, args.namespaces, parent=self)
         self.namespace = namespace
         # Before the release: its hook jobs already run under them.
-        network_policies = [
-            k8s.networking.v1.NetworkPolicy(
-                policy["metadata"]["name"],
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy["metadata"]["name"], namespace=namespace.metadata.name),
-                spec=policy["spec"],
-                opts=child,
-            )
-            for policy in zitadel_network_policies(
-                z, gateway_namespace=args.gateway.namespace, vault=args.vault, dns_namespace=args.dns_namespace
-            )
-        ]
+        policies = zitadel_network_policies(
+            z, gateway_namespace=args.gateway.namespace, vault=args.vault, cluster=args.cluster
+        )
+        network_policies = netpol.declare(policies, namespace.metadata.name, child)
 
         def secret(
             resource_name: str, data: Mapping[str, pulumi.Input[str]], protect: bool = False

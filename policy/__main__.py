@@ -11,5 +11,6 @@ sys.path.insert(0, str(PROJECT_DIR))
 from pulumi_policy import PolicyPack  # noqa: E402
 
 from policy.policies import policies, stack_files  # noqa: E402
+from stacks.names import PROJECT  # noqa: E402
 
-PolicyPack(name="blinkchamber-identity", policies=policies(stack_files(PROJECT_DIR)))
+PolicyPack(name=PROJECT, policies=policies(stack_files(PROJECT_DIR)))

@@ -30,21 +30,20 @@ from pulumi_policy import (
 )
 
 from stacks import dblayout, names
-from stacks.config import Environment, StackConfig
+from stacks.config import StackConfig
 from stacks.credentials import credential_in
 from stacks.loader import load
 from stacks.names import HELM_RELEASE_TYPE
-from stacks.stackfile import read_stack_config
+from stacks.stackfile import path_of, read_stack_config
 from stacks.versions import is_exact_version
 
-#: Envoy Gateway's chart, and where its values configure the ratelimit Deployment it runs.
-GATEWAY_CHART = "gateway-helm"
+#: Where Envoy Gateway's chart values configure the ratelimit Deployment it runs.
 _RATE_LIMIT_DEPLOYMENT = "config.envoyGateway.provider.kubernetes.rateLimitDeployment"
 #: ``maxmemory-policy`` values that never evict a key without a TTL (event streams, cursors).
 _SAFE_EVICTION = frozenset({"volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random", "noeviction"})
-NAMESPACE = "kubernetes:core/v1:Namespace"
-POD_SECURITY = "pod-security.kubernetes.io/"
-_SECRET_KEY = re.compile(r"(password|passwd|masterkey|secret|token|dsn)$", re.IGNORECASE)
+#: How the name of a Helm values key or of a container's environment variable ends when it holds a credential.
+_CREDENTIAL_WORDS = ("password", "passwd", "masterkey", "secret", "token", "dsn")
+_SECRET_KEY = re.compile(rf"({'|'.join(_CREDENTIAL_WORDS)})$", re.IGNORECASE)
 #: Keys that name where a secret is, not what it is.
 _SECRET_REFERENCE_KEYS = frozenset(
     {
@@ -64,8 +63,9 @@ _SECRET_REFERENCE_KEYS = frozenset(
     }
 )
 #: Environment variables that hold a credential (``REDIS_AUTH``, ``REDIS_SENTINEL_AUTH``, ``X_PASSWORD``): as container
-#: env entries in Helm values they must come from a Secret (``valueFrom``), never as a ``value``.
-_CREDENTIAL_ENV = re.compile(r"(AUTH|PASSWORD|PASSWD|TOKEN|SECRET|DSN|MASTERKEY)$", re.IGNORECASE)
+#: env entries in Helm values they must come from a Secret (``valueFrom``), never as a ``value``. ``auth`` counts only
+#: here: as a values key it names a section (``auth.enabled``), as a variable Redis's password.
+_CREDENTIAL_ENV = re.compile(rf"({'|'.join((*_CREDENTIAL_WORDS, 'auth'))})$", re.IGNORECASE)
 
 
 # --- the stack's facts ---------------------------------------------------------------------------------------------
@@ -75,18 +75,14 @@ _CREDENTIAL_ENV = re.compile(r"(AUTH|PASSWORD|PASSWD|TOKEN|SECRET|DSN|MASTERKEY)
 class StackFacts:
     """What the pack knows of a stack besides its resources: from the stack's validated configuration."""
 
-    #: ``dev`` or ``prod``, as the configuration says (``environment``, defaulting to the stack's name).
-    environment: Environment
+    #: Whether prod's policies apply: the configuration's ``environment`` (defaulting to the stack's name) says so.
+    is_prod: bool
     #: The Redis DB layout the configuration asks for.
     layout: dblayout.DbLayout
 
-    @property
-    def is_prod(self) -> bool:
-        return self.environment == "prod"
-
     @staticmethod
     def of(cfg: StackConfig) -> StackFacts:
-        return StackFacts(cfg.environment, cfg.db_layout)
+        return StackFacts(cfg.is_prod, cfg.db_layout)
 
 
 #: A stack's name → its facts.
@@ -99,7 +95,7 @@ def stack_files(project_dir: Path) -> FactsOf:
 
     @functools.cache
     def facts(stack: str) -> StackFacts:
-        config, secret_keys = read_stack_config(project_dir / f"Pulumi.{stack}.yaml")
+        config, secret_keys = read_stack_config(path_of(project_dir, stack))
         return StackFacts.of(load(stack, config, secret_keys))
 
     return facts
@@ -188,7 +184,7 @@ def _injector_gaps(annotations: Any, *, job: bool) -> list[str]:
 
 
 def redis_auth(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
-    values = _values(args, "redis")
+    values = _values(args, names.REDIS_CHART_NAME)
     if values is None:
         return
     if _get(values, "auth.enabled") is not True:
@@ -198,7 +194,7 @@ def redis_auth(args: ResourceValidationArgs, report: ReportViolation, stack: Sta
 
 
 def redis_sentinel_ha(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
-    values = _values(args, "redis")
+    values = _values(args, names.REDIS_CHART_NAME)
     if values is None:
         return
     if _get(values, "architecture") != "replication" or _get(values, "sentinel.enabled") is not True:
@@ -220,11 +216,11 @@ def no_plaintext_secrets(args: ResourceValidationArgs, report: ReportViolation, 
 
 
 def vault_injection(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
-    redis = _values(args, "redis")
+    redis = _values(args, names.REDIS_CHART_NAME)
     if redis is not None and _get(redis, "auth.usePasswordFileFromSecret") is False:
         for gap in _injector_gaps(_get(redis, "replica.podAnnotations"), job=False):
             report(f"Redis pods read their password from Vault but replica.podAnnotations lacks {gap}", None)
-    zitadel = _values(args, "zitadel")
+    zitadel = _values(args, names.ZITADEL_CHART_NAME)
     if zitadel is not None and names.VAULT_SECRETS_DIR in str(_get(zitadel, "zitadel.configSecretKey", "")):
         for where, job in (
             ("podAnnotations", False),
@@ -237,14 +233,14 @@ def vault_injection(args: ResourceValidationArgs, report: ReportViolation, stack
 
 def container_resources(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
     blocks: dict[str, Any] = {}
-    redis = _values(args, "redis")
+    redis = _values(args, names.REDIS_CHART_NAME)
     if redis is not None:
         blocks = {f"{s}.resources": _get(redis, f"{s}.resources") for s in ("replica", "sentinel", "kubectl")}
         if _get(redis, "metrics.enabled"):
             blocks["metrics.resources"] = _get(redis, "metrics.resources")
         for index, container in enumerate(_get(redis, "replica.initContainers", []) or []):
             blocks[f"replica.initContainers[{index}].resources"] = container.get("resources")
-    zitadel = _values(args, "zitadel")
+    zitadel = _values(args, names.ZITADEL_CHART_NAME)
     if zitadel is not None:
         paths = ["resources", "setupJob.resources", "initJob.resources"]
         # Sections the chart renders unless turned off; the login pod brings the wait4x init container.
@@ -255,7 +251,7 @@ def container_resources(args: ResourceValidationArgs, report: ReportViolation, s
         if _get(zitadel, "postgresql.enabled") is True:
             paths.append("postgresql.primary.resources")
         blocks = {path: _get(zitadel, path) for path in paths}
-    gateway = _values(args, GATEWAY_CHART)
+    gateway = _values(args, names.EDGE_CHART_NAME)
     if gateway is not None:
         paths = ["deployment.envoyGateway.resources", "certgen.job.resources"]
         paths.append(f"{_RATE_LIMIT_DEPLOYMENT}.container.resources")
@@ -267,12 +263,13 @@ def container_resources(args: ResourceValidationArgs, report: ReportViolation, s
 
 
 def namespace_pod_security(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
-    if args.resource_type != NAMESPACE:
+    if args.resource_type != names.KUBERNETES_NAMESPACE_TYPE:
         return
     labels = _get(args.props, "metadata.labels", {}) or {}
-    for mode in ("enforce", "audit", "warn"):
-        if labels.get(f"{POD_SECURITY}{mode}") != "restricted":
-            report(f"namespace must label {POD_SECURITY}{mode}: restricted", None)
+    for mode in names.POD_SECURITY_MODES:
+        label = f"{names.POD_SECURITY_PREFIX}{mode}"
+        if labels.get(label) != names.POD_SECURITY_LEVEL:
+            report(f"namespace must label {label}: {names.POD_SECURITY_LEVEL}", None)
 
 
 def pinned_charts(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
@@ -283,7 +280,7 @@ def pinned_charts(args: ResourceValidationArgs, report: ReportViolation, stack: 
 
 
 def redis_memory_bounded(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
-    values = _values(args, "redis")
+    values = _values(args, names.REDIS_CHART_NAME)
     if values is None:
         return
     conf = str(_get(values, "commonConfiguration", ""))
@@ -296,7 +293,7 @@ def redis_memory_bounded(args: ResourceValidationArgs, report: ReportViolation, 
 
 
 def gateway_rate_limit_on_sentinel(args: ResourceValidationArgs, report: ReportViolation, stack: StackFacts) -> None:
-    values = _values(args, GATEWAY_CHART)
+    values = _values(args, names.EDGE_CHART_NAME)
     if values is None:
         return
     url = str(_get(values, "config.envoyGateway.rateLimit.backend.redis.url", ""))
@@ -316,9 +313,9 @@ def gateway_rate_limit_on_sentinel(args: ResourceValidationArgs, report: ReportV
 #: (type, name) of every resource that holds or guards the masterkey.
 MASTERKEY_RESOURCES = frozenset(
     {
-        ("random:index/randomPassword:RandomPassword", "zitadel-masterkey"),
-        ("vault:kv/secretV2:SecretV2", "zitadel"),
-        ("kubernetes:core/v1:Secret", names.ZITADEL_MASTERKEY_SECRET),
+        (names.RANDOM_PASSWORD_TYPE, names.MASTERKEY_PASSWORD_RESOURCE),
+        (names.VAULT_KV_SECRET_TYPE, names.ZITADEL_SECRET_NAME),
+        (names.KUBERNETES_SECRET_TYPE, names.ZITADEL_MASTERKEY_SECRET),
     }
 )
 
@@ -336,7 +333,7 @@ def zitadel_caches_on_redis(args: StackValidationArgs, report: ReportViolation, 
     releases = {
         chart_of(r.props): r.props.get("values", {}) for r in args.resources if r.resource_type == HELM_RELEASE_TYPE
     }
-    zitadel, redis = releases.get("zitadel"), releases.get("redis")
+    zitadel, redis = releases.get(names.ZITADEL_CHART_NAME), releases.get(names.REDIS_CHART_NAME)
     if zitadel is None:
         return
     layout = stack.layout

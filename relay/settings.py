@@ -6,13 +6,14 @@ Durations arrive in seconds. Credentials never appear here: the document names t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Streams:
+    # The program's defaults (``events.streams``), for consumers built without a relay.json; a test ties the two.
     high: str = "zitadel:events:high"
     normal: str = "zitadel:events:normal"
     low: str = "zitadel:events:low"
@@ -24,6 +25,9 @@ class Streams:
 
     def of(self, priority: str) -> str:
         return {"high": self.high, "normal": self.normal, "low": self.low}[priority]
+
+
+# Below, a default marks a value relay.json does not carry (the relay's own); everything else the document must name.
 
 
 @dataclass(frozen=True)
@@ -50,35 +54,39 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class SourceSettings:
-    poll_interval: float = 1.0
-    clock_skew: float = 5.0
-    page_size: int = 1000
-    look_back_window: float = 1800.0
-    look_back_period: float = 600.0
-    dedup_ttl: float = 3600.0
-    max_event_bytes: int = 65536
-    start_from: str = "beginning"
+    poll_interval: float
+    clock_skew: float
+    page_size: int
+    look_back_window: float
+    look_back_period: float
+    dedup_ttl: float
+    max_event_bytes: int
+    start_from: str
 
 
 @dataclass(frozen=True)
 class PublishingSettings:
     #: Events per round trip to Redis.
-    batch_size: int = 100
+    batch_size: int
     #: Deliveries of a stream entry before a consumer moves it to the dead-letter stream.
-    max_retries: int = 5
-    retry_backoff: float = 0.2
-    max_retry_backoff: float = 10.0
-    require_replica_ack: bool = True
+    max_retries: int
+    retry_backoff: float
+    max_retry_backoff: float
+    require_replica_ack: bool
+    max_stream_length: int
     #: How long ``WAIT 1`` may take before the page counts as not acknowledged (and is written again).
     replica_ack_timeout: float = 2.0
-    max_stream_length: int = 1_000_000
 
 
 @dataclass(frozen=True)
 class LeaseSettings:
     #: The lease expires this long after its holder's last renewal (a dead holder frees it after at most this).
-    ttl: float = 10.0
-    renew_every: float = 3.0
+    ttl: float
+    renew_every: float
+
+
+class SettingsError(ValueError):
+    """A relay.json that lacks a key the relay reads, or has one it does not know."""
 
 
 @dataclass(frozen=True)
@@ -87,44 +95,62 @@ class Settings:
     instance: str
     zitadel: ZitadelSettings
     redis: RedisSettings
-    streams: Streams = field(default_factory=Streams)
-    source: SourceSettings = field(default_factory=SourceSettings)
-    publishing: PublishingSettings = field(default_factory=PublishingSettings)
-    lease: LeaseSettings = field(default_factory=LeaseSettings)
-    metrics_port: int = 9090
+    streams: Streams
+    source: SourceSettings
+    publishing: PublishingSettings
+    lease: LeaseSettings
+    metrics_port: int
     #: The address the metrics and probes listen on: every interface in a pod (the kubelet and Prometheus reach
     #: it there), loopback anywhere else.
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str
 
     @staticmethod
     def from_document(doc: dict[str, Any]) -> Settings:
-        z, r = doc["zitadel"], doc["redis"]
-        return Settings(
-            instance=doc["instance"],
+        """Every key is required: a default here could drift from the program's (``events.*``)."""
+        read = _Reader(doc)
+        settings = Settings(
+            instance=str(read("instance")),
             zitadel=ZitadelSettings(
-                url=z["url"].rstrip("/"),
-                instance_host=z["instanceHost"],
-                token_file=z["tokenFile"],
-                timeout=float(z.get("timeout", 10.0)),
+                url=str(read("zitadel.url")).rstrip("/"),
+                instance_host=str(read("zitadel.instanceHost")),
+                token_file=str(read("zitadel.tokenFile")),
             ),
             redis=RedisSettings(
-                sentinels=tuple((str(h), int(p)) for h, p in r["sentinels"]),
-                master_set=r["masterSet"],
-                db=int(r["db"]),
-                password_file=r["passwordFile"],
-                socket_timeout=float(r.get("socketTimeout", 2.0)),
+                sentinels=tuple((str(h), int(p)) for h, p in read("redis.sentinels")),
+                master_set=str(read("redis.masterSet")),
+                db=int(read("redis.db")),
+                password_file=str(read("redis.passwordFile")),
             ),
-            streams=Streams(**_snake(doc.get("streams", {}))),
-            source=SourceSettings(**_snake(doc.get("source", {}))),
-            publishing=PublishingSettings(**_snake(doc.get("publishing", {}))),
-            lease=LeaseSettings(**_snake(doc.get("lease", {}))),
-            metrics_port=int(doc.get("metricsPort", 9090)),
-            metrics_host=str(doc.get("metricsHost", "127.0.0.1")),
+            streams=Streams(
+                high=str(read("streams.high")),
+                normal=str(read("streams.normal")),
+                low=str(read("streams.low")),
+                dead_letter=str(read("streams.deadLetter")),
+            ),
+            source=SourceSettings(
+                poll_interval=float(read("source.pollInterval")),
+                clock_skew=float(read("source.clockSkew")),
+                page_size=int(read("source.pageSize")),
+                look_back_window=float(read("source.lookBackWindow")),
+                look_back_period=float(read("source.lookBackPeriod")),
+                dedup_ttl=float(read("source.dedupTtl")),
+                max_event_bytes=int(read("source.maxEventBytes")),
+                start_from=str(read("source.startFrom")),
+            ),
+            publishing=PublishingSettings(
+                batch_size=int(read("publishing.batchSize")),
+                max_retries=int(read("publishing.maxRetries")),
+                retry_backoff=float(read("publishing.retryBackoff")),
+                max_retry_backoff=float(read("publishing.maxRetryBackoff")),
+                require_replica_ack=bool(read("publishing.requireReplicaAck")),
+                max_stream_length=int(read("publishing.maxStreamLength")),
+            ),
+            lease=LeaseSettings(ttl=float(read("lease.ttl")), renew_every=float(read("lease.renewEvery"))),
+            metrics_port=int(read("metricsPort")),
+            metrics_host=str(read("metricsHost")),
         )
-
-    def with_overrides(self, **sections: Any) -> Settings:
-        """A copy with whole sections or fields replaced (``source=replace(s.source, poll_interval=0.1)``)."""
-        return replace(self, **sections)
+        read.check_all_read()
+        return settings
 
 
 def load(path: str | Path) -> Settings:
@@ -136,9 +162,32 @@ def read_secret_file(path: str) -> str:
     return Path(path).read_text().rstrip("\n")
 
 
-def _snake(doc: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
-        out[snake] = value
-    return out
+class _Reader:
+    """Reads relay.json by dotted path and remembers what it read: a missing key and a key nobody reads (a typo,
+    or a setting the program writes that the relay ignores) are both errors."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self._doc = doc
+        self._read: set[str] = set()
+
+    def __call__(self, path: str) -> Any:
+        node: Any = self._doc
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                raise SettingsError(f"relay.json: missing {path!r}")
+            node = node[key]
+        self._read.add(path)
+        return node
+
+    def check_all_read(self) -> None:
+        unknown = sorted(_leaf_paths(self._doc) - self._read)
+        if unknown:
+            raise SettingsError(f"relay.json: unknown {', '.join(map(repr, unknown))}")
+
+
+def _leaf_paths(node: dict[str, Any], prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        paths |= _leaf_paths(value, f"{path}.") if isinstance(value, dict) else {path}
+    return paths

@@ -67,8 +67,6 @@ class EventApi:
         self._token = token
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
-        #: Response bytes of the last call (for metrics and the benchmark).
-        self.last_response_bytes = 0
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -103,7 +101,6 @@ class EventApi:
                 continue
             if response.status != 200:
                 raise ApiError(response.status, _error_message(data))
-            self.last_response_bytes = len(data)
             return json.loads(data) if data else {}
         raise AssertionError("unreachable")
 

@@ -137,9 +137,11 @@ class KubernetesConfig(Model):
     #: Pod Security Standard version the namespaces enforce; audit and warn follow ``latest``, so a rule added by a
     #: newer Kubernetes shows up as a warning before it can reject a pod.
     pod_security_version: PodSecurityVersion = "v1.30"
-    #: Where the API server answers pods (``kubectl get endpoints kubernetes``): the only destination of the Redis
-    #: kubectl sidecar's egress. Prod requires them narrowed from "anywhere".
+    #: Where the API server answers pods (``kubectl get endpoints kubernetes``), and on which ports: what the Redis
+    #: kubectl sidecar, ZITADEL's setup and cleanup jobs and the edge's controller and certgen job may reach of it.
+    #: Prod requires the addresses narrowed from "anywhere".
     api_server_cidrs: tuple[Cidr, ...] = ("0.0.0.0/0",)
+    api_server_ports: tuple[Port, ...] = (443, 6443)
     #: Namespaces that exist already: taken over (upsert, for them alone) and left in place by ``pulumi destroy``.
     #: Every other namespace the stack declares is created, and its creation fails if it exists.
     adopt_namespaces: tuple[DnsLabel, ...] = ()
@@ -284,8 +286,6 @@ class RedisConfig(Model):
     password_length: Annotated[int, Field(ge=32, le=128)] = 48
     #: Namespaces besides ZITADEL's whose pods may reach Redis (e.g. the event relay).
     client_namespaces: tuple[DnsLabel, ...] = ()
-    #: Ports of the Kubernetes API, for the chart's kubectl sidecar that moves the master Service.
-    kube_api_ports: tuple[PositiveInt, ...] = (443, 6443)
     #: Pulumi ``protect`` on the Helm release (its volumes hold the event streams). Prod requires it.
     protect: bool
     #: How long ``pulumi up`` waits for the release's pods to be ready.
@@ -406,7 +406,7 @@ _PUBLIC_EXCEPT = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/1
 
 
 class ZitadelNetworkPolicy(Model):
-    """What ZITADEL's namespace may receive and reach beyond its own pods, Redis, Vault and DNS."""
+    """What ZITADEL's namespace may receive and reach beyond its own pods, Redis, Vault, DNS and the API server."""
 
     #: Further namespaces that may reach ZITADEL and its login UI besides the gateway's proxies (none by default:
     #: only the gateway; e.g. a second ingress during a migration).
@@ -414,10 +414,6 @@ class ZitadelNetworkPolicy(Model):
     #: External Postgres only: its address blocks and port (the bundled one is reached by its pod labels).
     postgres_cidrs: tuple[Cidr, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
     postgres_port: Port = 5432
-    #: The Kubernetes API's endpoints, for the setup job's secret writers and the cleanup job. The API server is
-    #: no pod: after the Service's address translation only an address block can match it.
-    kube_api_cidrs: tuple[Cidr, ...] = ("0.0.0.0/0",)
-    kube_api_ports: tuple[Port, ...] = (443, 6443)
     #: External services of the ZITADEL server: identity providers (HTTPS) and the mail relay (SMTP submission).
     external_egress: tuple[EgressTarget, ...] = (
         EgressTarget(cidr="0.0.0.0/0", except_=_PUBLIC_EXCEPT, ports=(443, 465, 587)),
@@ -476,11 +472,8 @@ class EventPublishing(Model):
 
 
 class EventPerformance(Model):
-    #: Commands per pipeline.
-    pipeline_size: PositiveInt = 50
     #: Approximate cap of each stream (``XADD MAXLEN ~``).
     max_stream_length: PositiveInt = 1_000_000
-    workers: PositiveInt = 2
 
 
 class EventSource(Model):
@@ -606,8 +599,8 @@ class EdgeJwt(Model):
 
     enabled: bool = True
     claim_headers: tuple[ClaimHeader, ...] = (
-        ClaimHeader(claim="sub", header="x-rl-sub"),
-        ClaimHeader(claim="urn:zitadel:iam:user:resourceowner:id", header="x-rl-org"),
+        ClaimHeader(claim="sub", header=names.RATE_LIMIT_SUB_HEADER),
+        ClaimHeader(claim="urn:zitadel:iam:user:resourceowner:id", header=names.RATE_LIMIT_ORG_HEADER),
     )
 
 
@@ -636,8 +629,6 @@ class EdgeResources(Model):
 
 
 class EdgeNetworkPolicy(Model):
-    #: The API server's ports, for the controller and its certgen job (its addresses: kubernetes.apiServerCidrs).
-    kube_api_ports: tuple[Port, ...] = (443, 6443)
     #: Namespaces allowed to scrape the proxies' and the ratelimit pods' metrics (port 19001).
     monitoring_namespaces: tuple[DnsLabel, ...] = ()
 

@@ -17,24 +17,24 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from stacks import names
-from stacks.config import Environment
+from stacks.config import Environment, KubernetesConfig, VaultConfig
+from stacks.names import BITNAMI_REGISTRY
 
-_BITNAMI_REGISTRY: Final = "docker.io"
 # Bitnami moved every versioned tag to docker.io/bitnamilegacy in 2025 (see DESIGN.md, "Images").
 _REDIS_IMAGES: Final = {
-    "redis": {"registry": _BITNAMI_REGISTRY, "repository": "bitnamilegacy/redis", "tag": "8.2.1-debian-12-r0"},
+    "redis": {"registry": BITNAMI_REGISTRY, "repository": "bitnamilegacy/redis", "tag": "8.2.1-debian-12-r0"},
     "sentinel": {
-        "registry": _BITNAMI_REGISTRY,
+        "registry": BITNAMI_REGISTRY,
         "repository": "bitnamilegacy/redis-sentinel",
         "tag": "8.2.1-debian-12-r0",
     },
     "exporter": {
-        "registry": _BITNAMI_REGISTRY,
+        "registry": BITNAMI_REGISTRY,
         "repository": "bitnamilegacy/redis-exporter",
         "tag": "1.76.0-debian-12-r0",
     },
-    "kubectl": {"registry": _BITNAMI_REGISTRY, "repository": "bitnamilegacy/kubectl", "tag": "1.33.4-debian-12-r0"},
-    "osShell": {"registry": _BITNAMI_REGISTRY, "repository": "bitnamilegacy/os-shell", "tag": "12-debian-12-r51"},
+    "kubectl": {"registry": BITNAMI_REGISTRY, "repository": "bitnamilegacy/kubectl", "tag": "1.33.4-debian-12-r0"},
+    "osShell": {"registry": BITNAMI_REGISTRY, "repository": "bitnamilegacy/os-shell", "tag": "12-debian-12-r51"},
 }
 
 
@@ -67,8 +67,8 @@ _RATE_LIMIT_RULES: Final = [
         "paths": list(CREDENTIAL_PATHS),
     },
     {"name": "per-organization", "requests": 6000, "unit": "Minute", "perHeaders": [names.ZITADEL_ORG_HEADER]},
-    {"name": "per-user", "requests": 1200, "unit": "Minute", "perHeaders": ["x-rl-sub"]},
-    {"name": "per-token-organization", "requests": 6000, "unit": "Minute", "perHeaders": ["x-rl-org"]},
+    {"name": "per-user", "requests": 1200, "unit": "Minute", "perHeaders": [names.RATE_LIMIT_SUB_HEADER]},
+    {"name": "per-token-organization", "requests": 6000, "unit": "Minute", "perHeaders": [names.RATE_LIMIT_ORG_HEADER]},
 ]
 
 _COMMON: Final[dict[str, Any]] = {
@@ -93,7 +93,7 @@ _COMMON: Final[dict[str, Any]] = {
         "loginImage": {"registry": "ghcr.io", "repository": "zitadel/zitadel-login", "tag": "v4.13.0"},
         # The bundled Postgres (dev). Its subchart (postgresql 18.5.5 in zitadel 9.34.0) defaults to ":latest";
         # bitnamilegacy froze in August 2025, before PostgreSQL 18: 17.6.0 is the newest tag it holds.
-        "postgresImage": {"registry": _BITNAMI_REGISTRY, "repository": "bitnamilegacy/postgresql", "tag": "17.6.0"},
+        "postgresImage": {"registry": BITNAMI_REGISTRY, "repository": "bitnamilegacy/postgresql", "tag": "17.6.0"},
     },
     "edge": {
         "chart": {"chart": "oci://docker.io/envoyproxy/gateway-helm", "repository": "", "version": "v1.9.0"},
@@ -105,10 +105,21 @@ _COMMON: Final[dict[str, Any]] = {
     },
 }
 
+#: Dev's Vault in the cluster: the Vault chart's Service where the models' defaults of ``vault.namespace``,
+#: ``vault.port`` and ``kubernetes.clusterDomain`` say it runs.
+_DEV_VAULT_ADDRESS: Final = "http://{host}:{port}".format(
+    host=names.service_host(
+        "vault",
+        VaultConfig.model_fields["namespace"].default,
+        KubernetesConfig.model_fields["cluster_domain"].default,
+    ),
+    port=VaultConfig.model_fields["port"].default,
+)
+
 _DEV: Final[dict[str, Any]] = {
     "kubernetes": {"protectNamespaces": False},
     "vault": {
-        "address": "http://vault.vault.svc.cluster.local:8200",
+        "address": _DEV_VAULT_ADDRESS,
         "manageBackends": True,
         # Deploys from main only; pull-request previews (any branch's code) get the read-only role, from an
         # environment of their own.
@@ -245,5 +256,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+#: Each environment's own table, on top of ``_COMMON``.
+_BY_ENVIRONMENT: Final[dict[Environment, dict[str, Any]]] = {"dev": _DEV, "prod": _PROD}
+
+
 def defaults_for(environment: Environment) -> dict[str, Any]:
-    return deep_merge(_COMMON, _DEV if environment == "dev" else _PROD)
+    return deep_merge(_COMMON, _BY_ENVIRONMENT[environment])

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
 from stacks import names, rules
-from stacks.config import SecretPresence, StackConfig
+from stacks.config import Environment, SecretPresence, StackConfig
 from stacks.credentials import credential_in
 from stacks.defaults import deep_merge, defaults_for
-from stacks.stackfile import SECRET, read_stack_config
+from stacks.stackfile import SECRET, path_of, read_stack_config
 
 #: ``StackConfig`` fields that are no object of the stack file: set by the loader, or (``environment``) a plain key.
 _NOT_SECTIONS: Final = frozenset({"stack", "environment", "secrets"})
@@ -27,8 +27,10 @@ SECTIONS: Final = tuple(
 )
 #: Keys that may only hold Pulumi secrets: the Vault provider's token (only the program reads it) and those whose
 #: presence the model records (``SecretPresence``).
-SECRET_KEYS: Final = ("vaultToken", *(field.alias or name for name, field in SecretPresence.model_fields.items()))
+SECRET_KEYS: Final = (names.VAULT_TOKEN_KEY, names.POSTGRES_DSN_KEY, names.ZITADEL_ADMIN_KEY_KEY)
 _KNOWN_KEYS: Final = frozenset({*SECTIONS, *SECRET_KEYS, "environment"})
+#: The environments a stack can be, each with its defaults and rules.
+ENVIRONMENTS: Final[tuple[Environment, ...]] = get_args(Environment)
 
 
 class StackConfigError(ValueError):
@@ -59,9 +61,10 @@ def load(stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = ()) 
         for path, what in _plaintext_secrets(values.get(key), key):
             found.append((path, f"holds {what} in plain config; use a Pulumi secret or a Vault reference"))
 
-    environment = values.get("environment", stack if stack in ("dev", "prod") else None)
-    if environment not in ("dev", "prod"):
-        found.append(("environment", f"must be dev or prod (stack {stack!r} has no default), not {environment!r}"))
+    environment = values.get("environment", stack if stack in ENVIRONMENTS else None)
+    if not _is_environment(environment):
+        expected = " or ".join(ENVIRONMENTS)
+        found.append(("environment", f"must be {expected} (stack {stack!r} has no default), not {environment!r}"))
         raise StackConfigError(stack, found)
 
     document = deep_merge(defaults_for(environment), {k: v for k, v in values.items() if k in SECTIONS})
@@ -100,12 +103,16 @@ def load_from_pulumi() -> StackConfig:
     # mocks there is no project directory: the offline runner checks the config it is given with ``load`` first.
     # A stack without config has no stack file yet: then there is nothing beyond what pulumi.Config returned.
     root = pulumi.get_root_directory()
-    stack_file = Path(root) / f"Pulumi.{stack}.yaml" if root is not None else None
+    stack_file = path_of(Path(root), stack) if root is not None else None
     if stack_file is not None and stack_file.exists():
         written, secret_keys = read_stack_config(stack_file)
         raw |= {key: value for key, value in written.items() if key not in raw}
         plain = set(written) - secret_keys
     return load(stack, raw, set(raw) - plain)
+
+
+def _is_environment(value: object) -> TypeGuard[Environment]:
+    return value in ENVIRONMENTS
 
 
 def _valid_sections(document: Mapping[str, Any], broken: set[str]) -> tuple[StackConfig, frozenset[str]]:

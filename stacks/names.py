@@ -17,8 +17,33 @@ PROJECT: Final = "blinkchamber-identity"
 #: The Pulumi type of a Helm release (``kubernetes.helm.v3.Release``): how the plan, its diff and the policy pack
 #: pick the releases out of a stack's resources.
 HELM_RELEASE_TYPE: Final = "kubernetes:helm.sh/v3:Release"
+#: The type tokens of the program's components begin so (``component_type``); a token is part of the URN of every
+#: resource under its component, so it never changes.
+COMPONENT_TYPE_PREFIX: Final = "blinkchamber:identity:"
+#: Other Pulumi types the offline runner, the plan's replacement table and the policy pack single out.
+RANDOM_PASSWORD_TYPE: Final = "random:index/randomPassword:RandomPassword"
+VAULT_KV_SECRET_TYPE: Final = "vault:kv/secretV2:SecretV2"
+VAULT_POLICY_TYPE: Final = "vault:index/policy:Policy"
+KUBERNETES_SECRET_TYPE: Final = "kubernetes:core/v1:Secret"
+KUBERNETES_NAMESPACE_TYPE: Final = "kubernetes:core/v1:Namespace"
+
+#: Config keys that may only hold Pulumi secrets (``pulumi config set --secret``): the Vault provider's token, the
+#: external Postgres DSN, an existing ZITADEL's admin machine key.
+VAULT_TOKEN_KEY: Final = "vaultToken"
+POSTGRES_DSN_KEY: Final = "postgresDsn"
+ZITADEL_ADMIN_KEY_KEY: Final = "zitadelAdminKey"
+
+#: Pod Security admission on the stack's namespaces: the label prefix, its modes (``enforce`` rejects a violating
+#: pod, ``audit`` and ``warn`` report it) and the level every mode is held to.
+POD_SECURITY_PREFIX: Final = "pod-security.kubernetes.io/"
+POD_SECURITY_MODES: Final = ("enforce", "audit", "warn")
+POD_SECURITY_LEVEL: Final = "restricted"
 
 # --- Redis (Bitnami chart) -------------------------------------------------------------------------------------------
+#: The chart's name: its pods' ``app.kubernetes.io/name`` label.
+REDIS_CHART_NAME: Final = "redis"
+#: Where the Bitnami images are; the chart calls an image from any other registry "relocated".
+BITNAMI_REGISTRY: Final = "docker.io"
 REDIS_RELEASE: Final = "redis"
 REDIS_NAMESPACE: Final = "database"
 #: The chart's fullname: the release name itself, because it contains "redis" (common.names.fullname).
@@ -50,6 +75,8 @@ EVENTS_DB_ANNOTATION: Final = "blinkchamber.io/events-db"
 CACHE_BLOCK_ANNOTATION: Final = "blinkchamber.io/zitadel-cache-dbs"
 
 # --- ZITADEL chart --------------------------------------------------------------------------------------------------
+#: The chart's name: its pods' ``app.kubernetes.io/name`` label.
+ZITADEL_CHART_NAME: Final = "zitadel"
 ZITADEL_RELEASE: Final = "zitadel"
 #: The chart's fullname: the release name itself, because it contains "zitadel".
 ZITADEL_FULLNAME: Final = ZITADEL_RELEASE
@@ -57,6 +84,8 @@ ZITADEL_FULLNAME: Final = ZITADEL_RELEASE
 ZITADEL_SERVICE_ACCOUNT: Final = ZITADEL_FULLNAME
 ZITADEL_MASTERKEY_SECRET: Final = "zitadel-masterkey"
 ZITADEL_MASTERKEY_KEY: Final = "masterkey"
+#: The Pulumi name of the masterkey's generated value (a ``RandomPassword``).
+MASTERKEY_PASSWORD_RESOURCE: Final = "zitadel-masterkey"
 #: A Secret holding no secret: the chart mounts it at /zitadel-secret-config-yaml, and ``configSecretKey`` walks
 #: out of that mount point to the Vault-rendered file (``--config /zitadel-secret-config-yaml/../vault/...``).
 ZITADEL_CONFIG_ANCHOR_SECRET: Final = "zitadel-vault-config-anchor"
@@ -81,6 +110,8 @@ ZITADEL_HEADER_PREFIX: Final = "x-zitadel-"
 ZITADEL_ORG_HEADER: Final = "x-zitadel-orgid"
 
 # --- Edge (Envoy Gateway) ---------------------------------------------------------------------------------------------
+#: The chart's name: its controller's ``app.kubernetes.io/name`` label.
+EDGE_CHART_NAME: Final = "gateway-helm"
 EDGE_RELEASE: Final = "eg"
 #: Fixed in the chart's templates: the controller's Deployment, Service and pod label.
 EDGE_CONTROLLER: Final = "envoy-gateway"
@@ -100,6 +131,10 @@ RATE_LIMIT_REDIS_SECRET: Final = "ratelimit-redis"
 RATE_LIMIT_REDIS_SECRET_KEY: Final = "password"
 #: On the ratelimit pods: a digest of that password, so that a rotation rolls them.
 RATE_LIMIT_PASSWORD_DIGEST_ANNOTATION: Final = "blinkchamber.io/redis-password-sha256"
+#: The request headers the gateway copies ZITADEL JWT claims into (``edge.jwt.claimHeaders``): the token's user
+#: (``sub``) and organization; the default rate-limit rules key on them.
+RATE_LIMIT_SUB_HEADER: Final = "x-rl-sub"
+RATE_LIMIT_ORG_HEADER: Final = "x-rl-org"
 
 #: The Secret the chart's setup job writes with the first instance's admin machine key (``FirstInstance.Org.Machine``
 #: defaults in the chart's values.yaml: user ``iam-admin``, key file ``iam-admin.json``, role IAM_OWNER).
@@ -116,6 +151,8 @@ RELAY_CONFIG_FILE: Final = "relay.json"
 #: The bridge's ZITADEL machine user and its only role (``events.read``; cmd/defaults.yaml InternalAuthZ).
 RELAY_MACHINE_USER: Final = "event-relay"
 RELAY_ZITADEL_ROLE: Final = "IAM_OWNER_VIEWER"
+#: On the bridge's pod template: a digest of ``relay.json``, so that a new configuration rolls the pods.
+RELAY_CONFIG_DIGEST_ANNOTATION: Final = "blinkchamber.io/relay-config-sha256"
 
 # --- Vault ---------------------------------------------------------------------------------------------------------
 VAULT_SECRETS_DIR: Final = "/vault/secrets"
@@ -191,6 +228,23 @@ class VaultNames:
     def kv_path(self, secret: str) -> str:
         """The KV v2 API path of one of the names below (``secret/data/dev/redis``)."""
         return kv2_api_path(self.kv_mount, secret)
+
+    def subkeys_path(self, secret: str) -> str:
+        """The KV v2 path that lists a secret's keys, never its values (``secret/subkeys/zitadel-database``)."""
+        return f"{self.kv_mount}/subkeys/{secret}"
+
+    def kubernetes_role_path(self, role: str) -> str:
+        """The API path of a role of the Kubernetes auth backend (``auth/kubernetes/role/dev-redis-role``)."""
+        return f"auth/{self.kubernetes_auth_path}/role/{role}"
+
+    def ci_role_path(self, role: str) -> str:
+        """The API path of a role of the workflows' JWT auth backend (``auth/github-actions/role/dev-ci-deploy``)."""
+        return f"auth/{self.ci_auth_path}/role/{role}"
+
+    @staticmethod
+    def policy_path(policy: str) -> str:
+        """The API path of an ACL policy (``sys/policies/acl/dev-redis-read``)."""
+        return f"sys/policies/acl/{policy}"
 
     @property
     def redis_role(self) -> str:
@@ -278,9 +332,9 @@ class VaultNames:
         policies = (self.redis_policy, self.zitadel_policy, self.relay_policy, self.ci_policy, self.ci_preview_policy)
         secrets = (self.redis_secret, self.masterkey_secret, self.relay_secret, self.secret(DATABASE_SECRET_NAME))
         return frozenset(
-            [f"auth/{self.kubernetes_auth_path}/role/{role}" for role in roles]
-            + [f"auth/{self.ci_auth_path}/role/{role}" for role in (self.ci_role, self.ci_preview_role)]
-            + [f"sys/policies/acl/{policy}" for policy in policies]
+            [self.kubernetes_role_path(role) for role in roles]
+            + [self.ci_role_path(role) for role in (self.ci_role, self.ci_preview_role)]
+            + [self.policy_path(policy) for policy in policies]
             + [self.kv_path(secret) for secret in secrets]
         )
 
@@ -288,6 +342,11 @@ class VaultNames:
 def kv2_api_path(mount: str, name: str) -> str:
     """The API path of a KV v2 secret: what policies and injector templates name (``secret/data/redis``)."""
     return f"{mount}/data/{name}"
+
+
+def component_type(name: str) -> str:
+    """The Pulumi type token of one of the program's components (``blinkchamber:identity:RedisSentinel``)."""
+    return f"{COMPONENT_TYPE_PREFIX}{name}"
 
 
 def service_host(service: str, namespace: str, cluster_domain: str) -> str:

@@ -278,11 +278,6 @@ def _network_policy(cfg: StackConfig) -> Iterator[Violation]:
     prefix = "zitadel.networkPolicy"
     if cfg.zitadel.database.mode == "external" and not policy.postgres_cidrs:
         yield f"{prefix}.postgresCidrs", "an external Postgres needs the address blocks ZITADEL may reach it at"
-    if not policy.kube_api_cidrs or not policy.kube_api_ports:
-        yield (
-            f"{prefix}.kubeApiCidrs",
-            "the setup job writes the login client's credentials through the Kubernetes API: it needs an address",
-        )
     for index, target in enumerate(policy.external_egress):
         block = ipaddress.ip_network(target.cidr)
         for excluded in target.except_:
@@ -368,6 +363,12 @@ def _api_server(cfg: StackConfig) -> Iterator[Violation]:
             "kubernetes.apiServerCidrs",
             "the Redis kubectl sidecar moves the master Service through the API server: it needs its address",
         )
+    if not cfg.kubernetes.api_server_ports:
+        yield (
+            "kubernetes.apiServerPorts",
+            "the Redis kubectl sidecar, ZITADEL's setup job and the edge's controller reach the API server: it needs "
+            "its ports",
+        )
     anywhere = [c for c in cidrs if ipaddress.ip_network(c).prefixlen == 0]
     if cfg.is_prod and anywhere:
         yield (
@@ -438,8 +439,10 @@ def vault_address_key(address: str) -> str:
     return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
+#: Rules, each with the config sections it reads (top-level keys of a stack file, ``stacks.loader.SECTIONS``).
+RuleTable = tuple[tuple[Callable[[StackConfig], Iterator[Violation]], frozenset[str]], ...]
 #: Each rule with the config sections it reads, so that rules can still run when another section is invalid.
-RULES: tuple[tuple[Callable[[StackConfig], Iterator[Violation]], frozenset[str]], ...] = (
+RULES: RuleTable = (
     (_sentinel_quorum, frozenset({"redis"})),
     (_db_layout, frozenset({"redis", "zitadel", "events"})),
     (_persistence, frozenset({"redis"})),

@@ -15,7 +15,7 @@ import yaml
 from stacks.config import StackConfig
 from stacks.loader import StackConfigError, load
 from stacks.rules import shared_vault_names
-from stacks.stackfile import read_stack_config
+from stacks.stackfile import path_of, read_stack_config, stacks_in
 
 #: How many of an invalid sibling's violations the message quotes.
 _QUOTED = 3
@@ -25,10 +25,10 @@ def sibling_configs(project_dir: Path, stack: str) -> dict[str, StackConfig]:
     """Every other ``Pulumi.<stack>.yaml`` of the project, validated; an invalid one raises, naming its file."""
     found: dict[str, StackConfig] = {}
     broken: list[tuple[str, str]] = []
-    for path in sorted(project_dir.glob("Pulumi.*.yaml")):
-        other = path.name[len("Pulumi.") : -len(".yaml")]
+    for other in stacks_in(project_dir):
         if other == stack:
             continue
+        path = path_of(project_dir, other)
         try:
             found[other] = load(other, *read_stack_config(path))
         except StackConfigError as error:

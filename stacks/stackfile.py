@@ -12,6 +12,9 @@ from stacks import names
 #: What a secret shows as offline: the stand-in for a ``secure:`` value this tool cannot decrypt, and every secret in
 #: a plan.
 SECRET = "[secret]"
+#: A stack file's name around the stack's: ``Pulumi.<stack>.yaml``, where the Pulumi CLI keeps it.
+_PREFIX = "Pulumi."
+_SUFFIX = ".yaml"
 
 
 def _undecrypted(value: Any) -> tuple[Any, bool]:
@@ -29,6 +32,16 @@ def _undecrypted(value: Any) -> tuple[Any, bool]:
         pairs = [_undecrypted(item) for item in value]
         return [p[0] for p in pairs], any(p[1] for p in pairs)
     return value, False
+
+
+def path_of(project_dir: Path, stack: str) -> Path:
+    """The stack file of ``stack`` in ``project_dir``."""
+    return project_dir / f"{_PREFIX}{stack}{_SUFFIX}"
+
+
+def stacks_in(project_dir: Path) -> list[str]:
+    """Every stack with a stack file in ``project_dir``, sorted."""
+    return sorted(path.name[len(_PREFIX) : -len(_SUFFIX)] for path in project_dir.glob(f"{_PREFIX}*{_SUFFIX}"))
 
 
 def read_stack_config(path: Path) -> tuple[dict[str, Any], set[str]]:

@@ -18,12 +18,11 @@ from pathlib import Path
 
 from stacks.config import StackConfig
 from stacks.loader import StackConfigError, load
-from stacks.stackfile import read_stack_config
+from stacks.stackfile import path_of, read_stack_config
 from stacktools import ci_login
-from stacktools.diff import PlanDiff, RevisionError, diff_plans, plan_at_revision
+from stacktools.diff import SECRET_CHANGE_NOTE, PlanDiff, RevisionError, diff_plans, plan_at_revision
 from stacktools.github import (
     COMMENT_MARKER,
-    GitHubApi,
     GitHubError,
     PullRequestApi,
     PullRequestChange,
@@ -35,9 +34,6 @@ from stacktools.mocked import PROJECT_DIR
 from stacktools.plan import plan_stack
 from stacktools.promote import Promotion, PromotionError, promote
 
-__all__ = ["COMMENT_MARKER", "GitHubApi", "PullRequestApi", "RestGitHub", "open_pull_request", "upsert_comment"]
-
-SECRET_CHANGE = "(secret value changed)"
 #: GitHub refuses comments above 65536 characters.
 COMMENT_LIMIT = 60000
 #: The GitHub App installation token the promotion workflow mints (actions/create-github-app-token).
@@ -45,7 +41,7 @@ PROMOTION_TOKEN_VARIABLE = "PROMOTION_TOKEN"
 
 
 def report_markdown(stack: str, result: PlanDiff) -> str:
-    secret_changed = any(SECRET_CHANGE in line for c in result.changes for line in c.lines)
+    secret_changed = any(SECRET_CHANGE_NOTE in line for c in result.changes for line in c.lines)
     flags = " · ⚠️ secret values change" if secret_changed else ""
     flags += " · ⚠️ replaces resources" if result.replacements else ""
     status = result.summary() if result.changed else "No changes."
@@ -98,7 +94,7 @@ def promotion_body(outcome: Promotion) -> str:
 
 
 def stack_config(stack: str, project_dir: Path) -> StackConfig:
-    return load(stack, *read_stack_config(project_dir / f"Pulumi.{stack}.yaml"))
+    return load(stack, *read_stack_config(path_of(project_dir, stack)))
 
 
 def _github_output(name: str, value: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks.names import PROJECT
+from stacks.stackfile import SECRET, path_of
 from stacktools.mocked import engine_urn
 from stacktools.plan import Plan
 from stacktools.replacements import forces_replacement
@@ -31,6 +32,7 @@ _MISSING = object()
 REPLACEMENT_NOTE = "(forces replacement)"
 ALIAS_NOTE = "(moved, and an alias names its old URN: the same resource, not replaced)"
 INHERITED_NOTE = "(its parent moved under an alias, which keeps it the same resource: not replaced)"
+SECRET_CHANGE_NOTE = "(secret value changed)"
 _LEAF_LINE = re.compile(r"^([~+-]) (inputs\.\S+?):(?: |$)")
 
 
@@ -124,7 +126,7 @@ def _resource_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     old_secrets, new_secrets = old.get("secrets", {}), new.get("secrets", {})
     for path in sorted(set(old_secrets) | set(new_secrets)):
         if old_secrets.get(path) != new_secrets.get(path) and path in old_secrets and path in new_secrets:
-            lines.append(f"~ inputs.{path}: [secret] (secret value changed)")
+            lines.append(f"~ inputs.{path}: {SECRET} {SECRET_CHANGE_NOTE}")
     return lines
 
 
@@ -238,7 +240,7 @@ def plan_at_revision(stack: str, revision: str, project_dir: Path) -> Plan:
         _git(project_dir, "worktree", "add", "--detach", "--quiet", str(worktree), commit)
         try:
             base_dir = worktree / subdir
-            if not (base_dir / f"Pulumi.{stack}.yaml").exists():
+            if not path_of(base_dir, stack).exists():
                 # The stack is new in this change: everything in it is an addition.
                 return Plan(stack=stack, resources={}, outputs={})
             result = subprocess.run(

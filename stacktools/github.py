@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stacks import names
+
 #: Identifies the one comment this program keeps up to date on a pull request.
-COMMENT_MARKER = "<!-- blinkchamber-identity:offline-plan -->"
+COMMENT_MARKER = f"<!-- {names.PROJECT}:offline-plan -->"
 
 
 class GitHubApi(Protocol):

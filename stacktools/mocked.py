@@ -152,11 +152,11 @@ class _Mocks(Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         self.received.append(args)
         state = dict(args.inputs)
-        if args.typ == "random:index/randomPassword:RandomPassword":
+        if args.typ == names.RANDOM_PASSWORD_TYPE:
             value = mock_secret_value(args.name)
             self.recording.generated_secrets.append(value)
             state["result"] = value
-        if args.typ == "vault:kv/secretV2:SecretV2":
+        if args.typ == names.VAULT_KV_SECRET_TYPE:
             state["metadata"] = dict(MOCK_KV_METADATA)
         return f"{args.name}-id", state
 
@@ -205,8 +205,9 @@ class _Declarations:
     The engine's request carries them resolved; here they are resolved the way the SDK resolves them before it sends
     it: the parent defaults to the stack, ``protect`` is inherited from the parent, and the dependencies are
     ``depends_on`` plus the resources behind the inputs (their Outputs and resource references), a component
-    standing for its children. One member used is not in the SDK's documentation, ``Output.resources()``: nothing
-    public says which resources an Output came from, and the plan shows those implicit dependencies (``dependsOn``).
+    standing for its children. One member used here is not in the SDK's documentation, ``Output.resources()``:
+    nothing public says which resources an Output came from, and the plan shows those implicit dependencies
+    (``dependsOn``). ``run_program`` reads another: the root stack resource's ``outputs``.
     """
 
     def __init__(self) -> None:
@@ -386,6 +387,7 @@ def run_program(
 
     def body() -> pulumi.Output[list[None]]:
         runpy.run_path(str(program), run_name="__main__")
+        # Undocumented, like ``Output.resources()``: nothing public lists what ``pulumi.export`` recorded.
         values: dict[str, Any] = getattr(pulumi.runtime.get_root_resource(), "outputs", {})
         exported.extend(values)
         return pulumi.Output.all(*(_read(value, outputs, name) for name, value in values.items()))

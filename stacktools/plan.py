@@ -18,12 +18,11 @@ from typing import Any
 import yaml
 from pulumi.runtime import rpc
 
-from stacks.names import HELM_RELEASE_TYPE
-from stacks.stackfile import SECRET, read_stack_config
+from stacks.names import HELM_RELEASE_TYPE, VAULT_POLICY_TYPE
+from stacks.stackfile import SECRET, path_of, read_stack_config
 from stacktools import mocked
 
 UNKNOWN = "[unknown]"
-VAULT_POLICY = "vault:index/policy:Policy"
 
 
 def mask(value: Any) -> Any:
@@ -115,7 +114,7 @@ def describe(recording: mocked.Recording) -> Plan:
 
 
 def plan_stack(stack: str, project_dir: Path = mocked.PROJECT_DIR) -> Plan:
-    return plan_config(stack, *read_stack_config(project_dir / f"Pulumi.{stack}.yaml"), project_dir)
+    return plan_config(stack, *read_stack_config(path_of(project_dir, stack)), project_dir)
 
 
 def plan_config(
@@ -142,7 +141,7 @@ def vault_policies(plan: Plan) -> dict[str, str]:
     return {
         res["inputs"].get("name", res["name"]): res["inputs"].get("policy", "")
         for res in plan.resources.values()
-        if res["type"] == VAULT_POLICY
+        if res["type"] == VAULT_POLICY_TYPE
     }
 
 
@@ -167,7 +166,7 @@ def _summary(res: Mapping[str, Any], files: Mapping[str, str]) -> str:
     if res["type"] == HELM_RELEASE_TYPE:
         chart = f"chart {inputs.get('chart')} {inputs.get('version')} in namespace {inputs.get('namespace')}"
         return f"{chart}, values {files.get(res['name'], '')}"
-    if res["type"] == VAULT_POLICY:
+    if res["type"] == VAULT_POLICY_TYPE:
         return f"HCL {files.get('policy:' + res['name'], '')}"
     parts = []
     for key, value in inputs.items():

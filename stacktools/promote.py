@@ -17,7 +17,7 @@ from ruamel.yaml.comments import CommentedMap
 from stacks import names
 from stacks.config import StackConfig
 from stacks.loader import StackConfigError, load
-from stacks.stackfile import parse_stack_config, read_stack_config
+from stacks.stackfile import parse_stack_config, path_of, read_stack_config
 from stacks.versions import is_exact_version, is_pinned_tag, version_key
 from stacktools.diff import PlanDiff, diff_plans
 from stacktools.plan import plan_config
@@ -111,8 +111,8 @@ def promote(
     dry_run: bool = False,
     allow_downgrade: bool = False,
 ) -> Promotion:
-    source_file = project_dir / f"Pulumi.{source}.yaml"
-    target_file = project_dir / f"Pulumi.{target}.yaml"
+    source_file = path_of(project_dir, source)
+    target_file = path_of(project_dir, target)
     try:
         source_cfg = load(source, *read_stack_config(source_file))
     except StackConfigError as exc:

@@ -24,23 +24,23 @@ from __future__ import annotations
 
 from typing import Final
 
-from stacks.names import HELM_RELEASE_TYPE
+from stacks import names
 
 #: Every argument of the resource.
 EVERY_INPUT: Final = "*"
 
 REPLACE_ON_CHANGE: Final[dict[str, tuple[str, ...]]] = {
-    "random:index/randomPassword:RandomPassword": (EVERY_INPUT,),
+    names.RANDOM_PASSWORD_TYPE: (EVERY_INPUT,),
     "vault:index/mount:Mount": ("type", "local", "sealWrap", "externalEntropyAccess", "namespace"),
     "vault:index/authBackend:AuthBackend": ("type", "local", "namespace"),
-    "vault:index/policy:Policy": ("name", "namespace"),
-    "vault:kv/secretV2:SecretV2": ("mount", "name", "namespace"),
+    names.VAULT_POLICY_TYPE: ("name", "namespace"),
+    names.VAULT_KV_SECRET_TYPE: ("mount", "name", "namespace"),
     "vault:kubernetes/authBackendConfig:AuthBackendConfig": ("backend", "namespace"),
     "vault:kubernetes/authBackendRole:AuthBackendRole": ("backend", "roleName", "namespace"),
     "vault:jwt/authBackend:AuthBackend": ("type", "local", "namespace"),
     "vault:jwt/authBackendRole:AuthBackendRole": ("backend", "roleName", "roleType", "namespace"),
-    HELM_RELEASE_TYPE: ("name", "namespace"),
-    "kubernetes:core/v1:Secret": ("metadata.name", "metadata.namespace", "type", "stringData", "data"),
+    names.HELM_RELEASE_TYPE: ("name", "namespace"),
+    names.KUBERNETES_SECRET_TYPE: ("metadata.name", "metadata.namespace", "type", "stringData", "data"),
     "kubernetes:core/v1:Service": ("metadata.name", "metadata.namespace", "spec.clusterIP"),
     "pulumi:providers:kubernetes": ("clusterIdentifier",),
 }

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from stacks import rules
+from stacks.config import SecretPresence
 from stacks.dblayout import DbLayout
 from stacks.defaults import deep_merge
-from stacks.loader import StackConfigError, load
+from stacks.loader import SECRET_KEYS, SECTIONS, StackConfigError, load
 from stacks.stackfile import SECRET, read_stack_config
 from stacktools import mocked
 from tests.conftest import PROJECT_DIR
@@ -448,11 +449,6 @@ def test_a_bundled_postgres_needs_its_resources() -> None:
 
 # --- ZITADEL's network policy --------------------------------------------------------------------------------------
 
-KUBE_API = (
-    "zitadel.networkPolicy.kubeApiCidrs: the setup job writes the login client's credentials through the Kubernetes "
-    "API: it needs an address"
-)
-
 
 @pytest.mark.parametrize(
     ("stack", "policy", "expected"),
@@ -466,8 +462,12 @@ KUBE_API = (
             ],
         ),
         ("dev", {"postgresCidrs": []}, []),  # the bundled Postgres is reached by its pod labels
-        ("dev", {"kubeApiCidrs": []}, [f"dev: {KUBE_API}"]),
-        ("dev", {"kubeApiPorts": []}, [f"dev: {KUBE_API}"]),
+        # The API server's addresses and ports are the cluster's (kubernetes.apiServerCidrs, apiServerPorts).
+        (
+            "dev",
+            {"kubeApiCidrs": ["10.0.0.1/32"]},
+            ["dev: zitadel.networkPolicy.kubeApiCidrs: unknown key (is it misspelled?)"],
+        ),
         ("dev", {"externalEgress": [{"cidr": "203.0.113.0/24", "except": ["203.0.113.8/29"], "ports": [443]}]}, []),
         (
             "dev",
@@ -503,13 +503,27 @@ def test_zitadel_needs_its_own_namespace() -> None:
 # --- secrets and keys ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["postgresDsn", "vaultToken"])
+@pytest.mark.parametrize("key", ["postgresDsn", "vaultToken", "zitadelAdminKey"])
 def test_secret_keys_must_be_pulumi_secrets(key: str) -> None:
     # A stand-in value: which key holds it is what matters, not what it is.
     assert found("prod", {key: "stand-in"}, secret_keys=set()) == [
         f"prod: {key}: must be a Pulumi secret: pulumi config set --secret {key} ..."
     ]
     assert found("prod", {key: SECRET}, secret_keys={key}) == []
+
+
+def test_the_model_records_each_secret_key_but_the_providers_token() -> None:
+    # README's table: three keys only ever set with --secret; the program reads vaultToken itself, the model records
+    # whether each of the others is set.
+    assert SECRET_KEYS == ("vaultToken", "postgresDsn", "zitadelAdminKey")
+    assert [field.alias for field in SecretPresence.model_fields.values()] == list(SECRET_KEYS[1:])
+    config, secret_keys = stack_file("prod")
+    for key, presence in (
+        ("postgresDsn", SecretPresence(postgres_dsn=True)),
+        ("zitadelAdminKey", SecretPresence(zitadel_admin_key=True)),
+    ):
+        assert load("prod", {**config, key: SECRET}, secret_keys | {key}).secrets == presence
+    assert load("prod", config, secret_keys).secrets == SecretPresence()
 
 
 def vault_token() -> str:
@@ -565,6 +579,18 @@ def test_rules_on_valid_sections_still_run_when_another_section_is_invalid() -> 
     (type_error, rule) = found("prod", {"redis": {"nodes": "three"}, "zitadel": {"protectMasterkey": False}})
     assert type_error.startswith("prod: redis.nodes: ")
     assert rule == (f"prod: {UNPROTECTED}")
+
+
+def misnamed_sections(table: rules.RuleTable) -> set[str]:
+    """The sections a rule table says its rules read that are no section of the configuration."""
+    return {section for _, sections in table for section in sections} - set(SECTIONS)
+
+
+def test_each_rule_reads_sections_that_exist() -> None:
+    # A misspelled section would silently skip its rule whenever any section of a stack is invalid.
+    assert misnamed_sections(rules.RULES) == set()
+    typo = (*rules.RULES, (rules.RULES[0][0], frozenset({"redis", "zitadell"})))
+    assert misnamed_sections(typo) == {"zitadell"}
 
 
 def test_rules_run_on_the_sections_they_read() -> None:

@@ -27,8 +27,8 @@ from tests.policy_inputs import options
 REDIS_CHART = "oci://registry-1.docker.io/bitnamicharts/redis"
 #: The stack facts the policies get, written by hand: README's layout (events DB 1, offset 2, 16 databases).
 LAYOUT = DbLayout(events_db=1, cache_db_offset=2, databases=16)
-PROD = pack.StackFacts("prod", LAYOUT)
-DEV = pack.StackFacts("dev", LAYOUT)
+PROD = pack.StackFacts(is_prod=True, layout=LAYOUT)
+DEV = pack.StackFacts(is_prod=False, layout=LAYOUT)
 
 
 def urn(stack: str, type_: str = RELEASE, name: str = "r") -> str:
@@ -73,7 +73,6 @@ def test_stack_and_chart_names() -> None:
     assert pack.stack_of(urn("prod")) == "prod"
     assert pack.stack_of(urn("prod-eu")) == "prod-eu"
     assert pack.stack_of("urn:pulumi:dev::p::t$u::n") == "dev"
-    assert PROD.is_prod and not DEV.is_prod
     assert pack.chart_of({"chart": REDIS_CHART}) == "redis"
     assert pack.chart_of({"chart": "oci://registry.example/charts/redis/"}) == "redis"
     assert pack.chart_of({"chart": "zitadel"}) == "zitadel"
@@ -526,7 +525,7 @@ def stack(
         redis = release(REDIS_CHART, {"commonConfiguration": conf})
         resources.append(PolicyResource(RELEASE, redis, urn("prod"), "redis", options(), None, None, [], {}))
     reported = Reported()
-    pack.zitadel_caches_on_redis(StackValidationArgs(resources), reported, pack.StackFacts("prod", layout))
+    pack.zitadel_caches_on_redis(StackValidationArgs(resources), reported, pack.StackFacts(is_prod=True, layout=layout))
     return reported.messages
 
 

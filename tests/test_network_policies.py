@@ -333,6 +333,16 @@ def test_external_postgres_is_reached_at_its_configured_blocks(recording: mocked
     assert not c.allowed(c.pod("zitadel-login"), EXTERNAL_POSTGRES, 5432)
 
 
+@pytest.mark.parametrize("stack", ["prod"])  # dev leaves the API server's addresses at "anywhere"
+def test_the_api_server_is_reached_only_at_its_addresses(recording: mocked.Recording, stack: str) -> None:
+    # kubernetes.apiServerCidrs holds for every pod that talks to the API, ZITADEL's jobs included.
+    c = tier(stack, recording)
+    for name in ("zitadel-setup", "zitadel-cleanup", "envoy-gateway", "eg-gateway-helm-certgen", "redis-node-0"):
+        assert c.allowed(c.pod(name), API_SERVER, 443), name
+        assert not c.allowed(c.pod(name), PUBLIC, 443), name
+        assert not c.allowed(c.pod(name), PUBLIC, 6443), name
+
+
 def test_further_ingress_namespaces_follow_the_config() -> None:
     # A second edge during a migration: its namespace joins the gateway's proxies, which keep their access.
     config, secrets = read_stack_config(PROJECT_DIR / "Pulumi.dev.yaml")
@@ -379,9 +389,9 @@ def test_external_postgres_without_address_blocks() -> None:
     assert_violation(found, "prod: zitadel.networkPolicy.postgresCidrs: ", "address blocks")
 
 
-def test_kube_api_without_address() -> None:
-    found = violations("dev", {"zitadel": {"networkPolicy": {"kubeApiCidrs": []}}})
-    assert_violation(found, "dev: zitadel.networkPolicy.kubeApiCidrs: ", "login client")
+def test_api_server_without_ports() -> None:
+    found = violations("dev", {"kubernetes": {"apiServerPorts": []}})
+    assert_violation(found, "dev: kubernetes.apiServerPorts: ", "ZITADEL's setup job")
 
 
 def test_excepted_block_outside_its_cidr() -> None:
@@ -391,5 +401,5 @@ def test_excepted_block_outside_its_cidr() -> None:
 
 
 def test_malformed_cidr() -> None:
-    found = violations("dev", {"zitadel": {"networkPolicy": {"kubeApiCidrs": ["10.0.0.1/8"]}}})
-    assert_violation(found, "dev: zitadel.networkPolicy.kubeApiCidrs[0]: ", "not a CIDR block")
+    found = violations("dev", {"zitadel": {"networkPolicy": {"postgresCidrs": ["10.0.0.1/8"]}}})
+    assert_violation(found, "dev: zitadel.networkPolicy.postgresCidrs[0]: ", "not a CIDR block")

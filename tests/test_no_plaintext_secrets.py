@@ -98,7 +98,7 @@ def ciphertext() -> str:
     return "v1:" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-@pytest.mark.parametrize("key", ["vaultToken", "postgresDsn"])
+@pytest.mark.parametrize("key", ["vaultToken", "postgresDsn", "zitadelAdminKey"])
 def test_a_secret_set_as_the_readme_says_passes(key: str) -> None:
     text = stack_text("prod") + f"  blinkchamber-identity:{key}:\n    secure: {ciphertext()}\n"
     assert violations("prod", text) == []
@@ -118,6 +118,10 @@ def test_a_secret_set_as_the_readme_says_passes(key: str) -> None:
             "prod: postgresDsn: must be a Pulumi secret: pulumi config set --secret postgresDsn ...",
         ),
         (
+            lambda: f"  blinkchamber-identity:zitadelAdminKey: '{{\"keyId\": \"{secrets.token_hex(8)}\"}}'\n",
+            "prod: zitadelAdminKey: must be a Pulumi secret: pulumi config set --secret zitadelAdminKey ...",
+        ),
+        (
             lambda: f"  blinkchamber-identity:events:\n    streams:\n      high: hvs.{secrets.token_urlsafe(24)}\n",
             "prod: events.streams.high: holds a Vault token in plain config; use a Pulumi secret or a Vault reference",
         ),
@@ -130,7 +134,7 @@ def test_a_secret_set_as_the_readme_says_passes(key: str) -> None:
             "reference",
         ),
     ],
-    ids=["vault-token", "dsn", "token-in-a-section", "url-with-password"],
+    ids=["vault-token", "dsn", "admin-key", "token-in-a-section", "url-with-password"],
 )
 def test_a_pasted_credential_fails(entry: Callable[[], str], expected: str) -> None:
     assert expected in violations("prod", stack_text("prod") + entry())

@@ -102,8 +102,8 @@ def test_stack_policy_passes_on_the_program(recording: mocked.Recording) -> None
         (
             "dev",
             pack.StackFacts(
-                "dev",
-                dblayout.DbLayout(
+                is_prod=False,
+                layout=dblayout.DbLayout(
                     events_db=1,
                     cache_db_offset=2,
                     databases=16,
@@ -114,8 +114,8 @@ def test_stack_policy_passes_on_the_program(recording: mocked.Recording) -> None
         (
             "prod",
             pack.StackFacts(
-                "prod",
-                dblayout.DbLayout(
+                is_prod=True,
+                layout=dblayout.DbLayout(
                     events_db=1,
                     cache_db_offset=2,
                     databases=16,
@@ -164,7 +164,7 @@ def test_a_prod_stack_of_another_name_gets_the_prod_policies(tmp_path: Path) -> 
     recording, facts_of = other_stack(
         tmp_path, "prod-eu", "prod", {"environment": "prod", "vault": {"namePrefix": "eu"}}
     )
-    assert facts_of("prod-eu").environment == "prod"
+    assert facts_of("prod-eu").is_prod is True
     assert {pack.stack_of(resource.urn) for resource in recording.resources} == {"prod-eu"}
     for policy in pack.RESOURCE_POLICIES:
         assert resource_violations(recording, policy, facts_of=facts_of) == [], policy
@@ -180,7 +180,7 @@ def test_a_stack_named_prod_in_the_dev_environment_gets_the_dev_policies(tmp_pat
     recording, facts_of = other_stack(
         tmp_path, "prod", "dev", {"environment": "dev", "vault": {"namePrefix": "other"}}
     )
-    assert facts_of("prod").environment == "dev"
+    assert facts_of("prod").is_prod is False
     assert {pack.stack_of(resource.urn) for resource in recording.resources} == {"prod"}
     assert resource_violations(recording, "redis-sentinel-ha", on_release("redis", shrink), facts_of) == []
     assert resource_violations(recording, "masterkey-protected-in-prod", unprotect, facts_of) == []

@@ -52,7 +52,7 @@ def shared_bed(prod: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> I
 # --- authentication ------------------------------------------------------------------------------------------------
 
 
-def test_sentinel_clients_find_the_master(shared_bed: RedisBed, prod: StackConfig) -> None:
+def test_sentinel_clients_find_the_master(shared_bed: RedisBed) -> None:
     master_set = "mymaster"
     sentinel = shared_bed.sentinel_client()
     host, port = sentinel.discover_master(master_set)
@@ -125,7 +125,7 @@ def test_cache_truncate_leaves_events_untouched(shared_bed: RedisBed) -> None:
     assert events.xlen(stream) == 20
 
 
-def test_flushall_is_refused(shared_bed: RedisBed, prod: StackConfig) -> None:
+def test_flushall_is_refused(shared_bed: RedisBed) -> None:
     events = shared_bed.client(shared_bed.nodes[0].port, db=EVENTS_DB)
     events.set("survivor", "1")
     with pytest.raises(redis.ResponseError, match="unknown command"):

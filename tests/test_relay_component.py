@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import re
 from typing import Any
 
 import pytest
 
 from components.event_relay import network_policies, pod_annotations, relay_document
 from components.wiring import event_relay_args
+from relay.settings import LeaseSettings, PublishingSettings, Settings, SettingsError, SourceSettings, Streams
 from stacks.config import StackConfig
 from stacktools import mocked
 from stacktools.plan import mask
@@ -27,13 +31,17 @@ PAT = "zitadel:index/personalAccessToken:PersonalAccessToken"
 ZITADEL_PROVIDER = "pulumi:providers:zitadel"
 
 
-def test_the_relay_document(cfg: StackConfig, stack: str) -> None:
-    doc = relay_document(event_relay_args(cfg))
-    assert doc == {
-        "instance": {"dev": "localhost", "prod": "id.blinkchamber.com"}[stack],
+#: The instance's name and domain in each stack (``events.source.instance``, ``zitadel.externalDomain``).
+INSTANCE = {"dev": "localhost", "prod": "id.blinkchamber.com"}
+
+
+def relay_json(stack: str) -> dict[str, Any]:
+    """relay.json as each stack must render it (README: the event relay)."""
+    return {
+        "instance": INSTANCE[stack],
         "zitadel": {
             "url": "http://zitadel.zitadel.svc.cluster.local:8080",
-            "instanceHost": {"dev": "localhost", "prod": "id.blinkchamber.com"}[stack],
+            "instanceHost": INSTANCE[stack],
             "tokenFile": "/vault/secrets/zitadel-pat",
         },
         "redis": {
@@ -77,6 +85,76 @@ def test_the_relay_document(cfg: StackConfig, stack: str) -> None:
     }
 
 
+def test_the_relay_document(cfg: StackConfig, stack: str) -> None:
+    assert relay_document(event_relay_args(cfg)) == relay_json(stack)
+
+
+def test_the_relay_reads_every_key_the_program_writes(cfg: StackConfig, stack: str) -> None:
+    settings = Settings.from_document(relay_document(event_relay_args(cfg)))
+    assert (settings.instance, settings.zitadel.instance_host) == (INSTANCE[stack], INSTANCE[stack])
+    assert settings.source == SourceSettings(
+        poll_interval=1.0,
+        clock_skew=5.0,
+        page_size=1000,
+        look_back_window=1800.0,
+        look_back_period=600.0,
+        dedup_ttl=3600.0,
+        max_event_bytes=65536,
+        start_from="beginning",
+    )
+    assert settings.publishing == PublishingSettings(
+        batch_size=100,
+        max_retries=5,
+        retry_backoff=0.2,
+        max_retry_backoff=10.0,
+        require_replica_ack=True,
+        max_stream_length=1_000_000,
+        replica_ack_timeout=2.0,  # the relay's own, not in relay.json
+    )
+    assert settings.lease == LeaseSettings(ttl=10.0, renew_every=3.0)
+    assert (settings.metrics_port, settings.metrics_host) == (9090, "0.0.0.0")
+
+
+def test_the_relays_stream_defaults_are_the_programs() -> None:
+    """Consumers built without a relay.json (``Streams()``) drain the streams the program names by default."""
+    default = Streams(
+        high="zitadel:events:high",
+        normal="zitadel:events:normal",
+        low="zitadel:events:low",
+        dead_letter="zitadel:events:dead_letter",
+    )
+    assert Streams() == default
+    assert Settings.from_document(relay_document(event_relay_args(stack_config("dev")))).streams == default
+
+
+def leaf_paths(doc: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in doc.items():
+        out += leaf_paths(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return out
+
+
+@pytest.mark.parametrize("path", leaf_paths(relay_json("dev")))
+def test_a_missing_key_is_an_error_naming_it(path: str) -> None:
+    doc = copy.deepcopy(relay_json("dev"))
+    *parents, key = path.split(".")
+    section = doc
+    for parent in parents:
+        section = section[parent]
+    del section[key]
+    with pytest.raises(SettingsError) as error:
+        Settings.from_document(doc)
+    assert str(error.value) == f"relay.json: missing {path!r}"
+
+
+def test_an_unknown_key_is_an_error_naming_it() -> None:
+    doc = relay_json("dev")
+    doc["source"]["pollIntervall"] = 2.0
+    with pytest.raises(SettingsError) as error:
+        Settings.from_document(doc)
+    assert str(error.value) == "relay.json: unknown 'source.pollIntervall'"
+
+
 def test_vault_role_and_policy(recording: mocked.Recording) -> None:
     role = recording.one(ROLE, "event-relay-role").inputs
     assert (role["roleName"], role["boundServiceAccountNames"], role["boundServiceAccountNamespaces"]) == (
@@ -92,25 +170,43 @@ def test_vault_role_and_policy(recording: mocked.Recording) -> None:
     )
 
 
+_P = "vault.hashicorp.com/"
+#: The Vault Agent Injector's annotations on the bridge's pods (both stacks).
+INJECTOR_ANNOTATIONS = {
+    f"{_P}agent-inject": "true",
+    f"{_P}role": "event-relay-role",
+    f"{_P}auth-path": "auth/kubernetes",
+    f"{_P}agent-pre-populate-only": "true",
+    f"{_P}agent-inject-secret-redis-password": "secret/data/redis",
+    f"{_P}agent-inject-template-redis-password": '{{- with secret "secret/data/redis" -}}'
+    "{{ .Data.data.password }}{{- end }}",
+    f"{_P}error-on-missing-key-redis-password": "true",
+    f"{_P}agent-inject-secret-zitadel-pat": "secret/data/event-relay",
+    f"{_P}agent-inject-template-zitadel-pat": '{{- with secret "secret/data/event-relay" -}}'
+    "{{ .Data.data.pat }}{{- end }}",
+    f"{_P}error-on-missing-key-zitadel-pat": "true",
+}
+DIGEST = "blinkchamber.io/relay-config-sha256"
+
+
 def test_injector_annotations(cfg: StackConfig) -> None:
     annotations = pod_annotations(event_relay_args(cfg))
-    digest = annotations.pop("blinkchamber.io/relay-config-sha256")
-    assert len(digest) == 64
-    p = "vault.hashicorp.com/"
-    assert annotations == {
-        f"{p}agent-inject": "true",
-        f"{p}role": "event-relay-role",
-        f"{p}auth-path": "auth/kubernetes",
-        f"{p}agent-pre-populate-only": "true",
-        f"{p}agent-inject-secret-redis-password": "secret/data/redis",
-        f"{p}agent-inject-template-redis-password": '{{- with secret "secret/data/redis" -}}'
-        "{{ .Data.data.password }}{{- end }}",
-        f"{p}error-on-missing-key-redis-password": "true",
-        f"{p}agent-inject-secret-zitadel-pat": "secret/data/event-relay",
-        f"{p}agent-inject-template-zitadel-pat": '{{- with secret "secret/data/event-relay" -}}'
-        "{{ .Data.data.pat }}{{- end }}",
-        f"{p}error-on-missing-key-zitadel-pat": "true",
-    }
+    assert re.fullmatch("[0-9a-f]{64}", annotations.pop(DIGEST))
+    assert annotations == INJECTOR_ANNOTATIONS
+
+
+def config_digest(cfg: StackConfig) -> str:
+    return str(pod_annotations(event_relay_args(cfg))[DIGEST])
+
+
+def test_a_new_relay_config_changes_the_digest_and_the_same_config_keeps_it() -> None:
+    """The digest is what rolls the pods on a new relay.json (a ConfigMap change alone would not)."""
+    dev = stack_config("dev")
+    assert config_digest(stack_config("dev")) == config_digest(dev)
+    source = dev.events.source.model_copy(update={"poll_interval": "2s"})
+    slower = dev.model_copy(update={"events": dev.events.model_copy(update={"source": source})})
+    assert relay_document(event_relay_args(slower))["source"]["pollInterval"] == 2.0
+    assert config_digest(slower) != config_digest(dev)
 
 
 def test_zitadel_identity_and_its_dependencies(recording: mocked.Recording) -> None:
@@ -148,7 +244,7 @@ def test_the_deployment_waits_for_everything_it_reads(recording: mocked.Recordin
         assert recording.one(type_, name).urn in deployment.dependencies, name
 
 
-def test_the_deployment(recording: mocked.Recording, cfg: StackConfig, stack: str) -> None:
+def test_the_deployment(recording: mocked.Recording, stack: str) -> None:
     d = recording.one(DEPLOYMENT, "event-relay").inputs
     assert d["metadata"]["namespace"] == "zitadel"
     spec = d["spec"]
@@ -181,12 +277,14 @@ def test_the_deployment(recording: mocked.Recording, cfg: StackConfig, stack: st
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9090}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9090}
     # The mocked provider reads back KV version 1 of the Redis password: the version rolls the pods, never the value.
+    config_text = recording.one(CONFIG_MAP, "event-relay").inputs["data"]["relay.json"]
+    assert json.loads(config_text) == relay_json(stack)
+    # The digest is of the ConfigMap's text, the file the pods read.
     assert spec["template"]["metadata"]["annotations"] == {
-        **pod_annotations(event_relay_args(cfg)),
+        **INJECTOR_ANNOTATIONS,
+        DIGEST: hashlib.sha256(config_text.encode()).hexdigest(),
         "blinkchamber.io/redis-password-version": "1",
     }
-    config = json.loads(recording.one(CONFIG_MAP, "event-relay").inputs["data"]["relay.json"])
-    assert config == relay_document(event_relay_args(cfg))
     pdb = recording.one("kubernetes:policy/v1:PodDisruptionBudget", "event-relay").inputs
     assert pdb["spec"]["minAvailable"] == 1
 

@@ -19,7 +19,7 @@ import yaml
 
 from stacktools import ci, ci_login
 from stacktools.diff import diff_plans
-from stacktools.github import PullRequestChange
+from stacktools.github import COMMENT_MARKER, PullRequestChange, open_pull_request, upsert_comment
 from stacktools.plan import Plan, plan_stack
 from stacktools.promote import promote
 from testbed.required import in_ci, require
@@ -303,11 +303,11 @@ class InMemoryGitHub:
 def test_sticky_comment_is_replaced_not_repeated() -> None:
     github = InMemoryGitHub()
     github.create_issue_comment("o/r", 7, "a reviewer's own comment")
-    assert ci.upsert_comment(github, "o/r", 7, ci.comment_body(["### `dev`: first"])) == "created"
-    assert ci.upsert_comment(github, "o/r", 7, ci.comment_body(["### `dev`: second"])) == "updated"
+    assert upsert_comment(github, "o/r", 7, ci.comment_body(["### `dev`: first"])) == "created"
+    assert upsert_comment(github, "o/r", 7, ci.comment_body(["### `dev`: second"])) == "updated"
     bodies = [c["body"] for c in github.comments[7]]
     assert len(bodies) == 2 and bodies[0] == "a reviewer's own comment"
-    assert "second" in bodies[1] and "first" not in bodies[1] and ci.COMMENT_MARKER in bodies[1]
+    assert "second" in bodies[1] and "first" not in bodies[1] and COMMENT_MARKER in bodies[1]
 
 
 def test_report_flags_secret_changes_and_summarises() -> None:
@@ -376,19 +376,19 @@ def promotion(content: bytes, body: str = "body") -> PullRequestChange:
 
 def test_the_promotion_pull_request_is_opened_then_updated_never_repeated() -> None:
     github = InMemoryGitHub()
-    assert ci.open_pull_request(github, "o/r", promotion(b"new\n")) == ("created", 100)
+    assert open_pull_request(github, "o/r", promotion(b"new\n")) == ("created", 100)
     assert github.files[("promote/dev-to-prod", "Pulumi.prod.yaml")] == b"new\n"
     assert github.files[("main", "Pulumi.prod.yaml")] == b"old\n"  # main only through the review
     assert github.pulls[0]["head"] == "promote/dev-to-prod" and github.pulls[0]["base"] == "main"
     # Run again with a newer train: the branch is reset on main, the same pull request gets the new body.
-    assert ci.open_pull_request(github, "o/r", promotion(b"newer\n", "second")) == ("updated", 100)
+    assert open_pull_request(github, "o/r", promotion(b"newer\n", "second")) == ("updated", 100)
     assert len(github.pulls) == 1 and github.pulls[0]["body"] == "second"
     assert github.files[("promote/dev-to-prod", "Pulumi.prod.yaml")] == b"newer\n"
 
 
 def test_an_unchanged_file_is_not_committed_again() -> None:
     github = InMemoryGitHub()
-    ci.open_pull_request(github, "o/r", promotion(b"old\n"))
+    open_pull_request(github, "o/r", promotion(b"old\n"))
     assert github.commits == []
 
 
