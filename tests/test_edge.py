@@ -580,6 +580,20 @@ def rules(*changes: dict[str, Any]) -> dict[str, Any]:
         ),
         (
             "dev",
+            {
+                "edge": {
+                    "jwt": {
+                        "claimHeaders": [
+                            {"claim": "sub", "header": "x-rl-sub"},
+                            {"claim": "email", "header": "x-rl-sub"},
+                        ]
+                    }
+                }
+            },
+            "dev: edge.jwt.claimHeaders: two claims are copied to the same header",
+        ),
+        (
+            "dev",
             {"edge": {"namespace": "zitadel"}},
             "dev: edge.namespace: the gateway needs its own namespace, not zitadel.namespace 'zitadel'",
         ),

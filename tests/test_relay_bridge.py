@@ -767,7 +767,11 @@ def test_old_dedup_buckets_are_deleted_and_a_lagging_bridge_writes_nothing_behin
     old = Item.of("user:a:1", seen_bucket(base), normal, {"n": "old"})
     new = Item.of("user:b:1", seen_bucket(base + 7_200_000_000), normal, {"n": "new"})
     assert store.write([old, new], cursor=base + 7_200_000_000).written == [True, True]
+    # Another key of DB 1 whose name, cut at the bucket prefix's length, reads as an old bucket: not the bridge's.
+    foreign = "x" * len("relay:seen:id.blinkchamber.com:") + "1"
+    env.client.set(foreign, "kept")
     assert store.prune_seen() == 1
+    assert env.client.get(foreign) == "kept"
     assert sorted(env.client.scan_iter("relay:seen:*")) == ["relay:seen:id.blinkchamber.com:2975916"]
     assert env.client.get("relay:id.blinkchamber.com:seen-horizon") == "2975910"
     assert env.client.ttl("relay:seen:id.blinkchamber.com:2975916") == -1
