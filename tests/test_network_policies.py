@@ -333,6 +333,15 @@ def test_external_postgres_is_reached_at_its_configured_blocks(recording: mocked
     assert not c.allowed(c.pod("zitadel-login"), EXTERNAL_POSTGRES, 5432)
 
 
+def test_external_postgres_is_reached_at_its_configured_port() -> None:
+    # A pooler in front of the database listens elsewhere than 5432: the egress rule follows postgresPort.
+    config, _ = read_stack_config(PROJECT_DIR / "Pulumi.prod.yaml")
+    zitadel = deep_merge(config.get("zitadel", {}), {"networkPolicy": {"postgresPort": 6432}})
+    c = tier("prod", record("prod", {"zitadel": zitadel}))
+    assert c.allowed(c.pod("zitadel"), EXTERNAL_POSTGRES, 6432)
+    assert not c.allowed(c.pod("zitadel"), EXTERNAL_POSTGRES, 5432)
+
+
 @pytest.mark.parametrize("stack", ["prod"])  # dev leaves the API server's addresses at "anywhere"
 def test_the_api_server_is_reached_only_at_its_addresses(recording: mocked.Recording, stack: str) -> None:
     # kubernetes.apiServerCidrs holds for every pod that talks to the API, ZITADEL's jobs included.
