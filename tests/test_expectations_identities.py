@@ -79,3 +79,13 @@ def test_the_relay_pods_stop_gracefully_and_spread(stack: str) -> None:
             ]
         }
     }
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_only_the_relay_pods_mount_their_service_account_token(stack: str) -> None:
+    # The Vault agent logs in with the pods' token; any other pod under this account gets none by default.
+    recording = recorded(stack)
+    account = mask(recording.one("kubernetes:core/v1:ServiceAccount", "event-relay").inputs)
+    assert account["automountServiceAccountToken"] is False
+    spec = mask(recording.one("kubernetes:apps/v1:Deployment", "event-relay").inputs)["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is True
