@@ -69,7 +69,7 @@ def zitadel_network_policies(
         in_namespace(gateway_namespace, edge_pods.proxy_labels(gateway_namespace)),
         *(namespace(name) for name in net.ingress_namespaces),
     ]
-    bundled = zitadel.database.mode == "bundled"
+    bundled = zitadel.database.bundled
 
     postgres_peers = [{"podSelector": postgres}] if bundled else ip_blocks(net.postgres_cidrs)
     postgres_port = names.ZITADEL_POSTGRES_PORT if bundled else net.postgres_port

@@ -56,12 +56,6 @@ def sentinels(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(names.sentinel_addresses(cfg.kubernetes.cluster_domain, cfg.redis.nodes))
 
 
-def writes_database_dsn(cfg: StackConfig) -> bool:
-    """The stack writes ZITADEL's DSN to Vault (the bundled Postgres's, or ``postgresDsn``); else it only reads it."""
-    db = cfg.zitadel.database
-    return db.mode == "bundled" or db.dsn_from_config
-
-
 def vault_access_args(cfg: StackConfig) -> VaultAccessArgs:
     vault_names = names.VaultNames.of(cfg)
     pods = pod_roles(vault_names, zitadel_namespace=cfg.zitadel.namespace, relay=cfg.events.relay.enabled)
@@ -72,7 +66,7 @@ def ci_access_args(cfg: StackConfig) -> CiAccessArgs:
     access = vault_access_args(cfg)
     n = access.names
     written = [n.redis_secret, n.masterkey_secret]
-    if writes_database_dsn(cfg):
+    if cfg.zitadel.database.dsn_written_by_stack:
         written.append(n.database_secret)
     if cfg.events.relay.enabled:
         written.append(n.relay_secret)
@@ -96,7 +90,7 @@ def redis_args(cfg: StackConfig) -> RedisArgs:
 
 def bundled_postgres_args(cfg: StackConfig) -> BundledPostgresArgs | None:
     """``None`` unless the stack bundles Postgres (dev)."""
-    if cfg.zitadel.database.mode != "bundled":
+    if not cfg.zitadel.database.bundled:
         return None
     return BundledPostgresArgs(cfg.zitadel.namespace, cfg.kubernetes.cluster_domain)
 

@@ -158,7 +158,7 @@ def configmap_config(args: ZitadelArgs) -> dict[str, Any]:
         "TLS": {"Enabled": False},
         "Caches": cache_config(args),
     }
-    if z.database.mode == "bundled":
+    if z.database.bundled:
         # A Host here stops the chart from injecting its own DSN env (with the subchart's default password), which
         # would override the Vault-rendered DSN. The DSN wins over these discrete fields inside ZITADEL.
         config["Database"] = {
@@ -187,7 +187,7 @@ def zitadel_values(args: ZitadelArgs, redis_password_version: pulumi.Input[str] 
         role=args.vault_role, auth_path=args.vault.auth_path, files=[zitadel_secrets_file(args)]
     )
     jobs = {"podAnnotations": vault_annotations, "resources": z.resources.jobs.as_k8s()}
-    bundled = z.database.mode == "bundled"
+    bundled = z.database.bundled
     return {
         "replicaCount": z.replicas,
         "image": image_values(z.image, registry_apart=False),

@@ -376,6 +376,15 @@ class ZitadelDatabase(Model):
     #: Bundled Postgres only: persistent volume for its data.
     bundled_persistence: bool = False
 
+    @property
+    def bundled(self) -> bool:
+        return self.mode == "bundled"
+
+    @property
+    def dsn_written_by_stack(self) -> bool:
+        """The stack writes ZITADEL's DSN to Vault (the bundled Postgres's, or ``postgresDsn``); else only reads it."""
+        return self.bundled or self.dsn_from_config
+
 
 class ZitadelResources(Model):
     zitadel: Resources

@@ -161,7 +161,7 @@ def _prod_resources(cfg: StackConfig) -> Iterator[Violation]:
 
 def _database(cfg: StackConfig) -> Iterator[Violation]:
     db = cfg.zitadel.database
-    if db.mode == "bundled":
+    if db.bundled:
         if cfg.zitadel.resources.postgres is None:
             yield "zitadel.resources.postgres", "the bundled Postgres needs requests and a memory limit"
         if cfg.is_prod:
