@@ -58,14 +58,20 @@ redis = RedisSentinel(
     wiring.redis_args(cfg),
     vault_objects_ready=vault_access.redis_access,
     password_version=vault_access.redis_password_version,
+    acl_version=vault_access.redis_acl_version,
     opts=in_cluster,
 )
-edge = Edge("edge", wiring.edge_args(cfg), redis_password=vault_access.redis_password, opts=in_cluster)
+edge = Edge(
+    "edge",
+    wiring.edge_args(cfg),
+    redis_password=vault_access.redis_user_passwords[names.REDIS_RATE_LIMIT_USER],
+    opts=in_cluster,
+)
 zitadel = Zitadel(
     "zitadel",
     wiring.zitadel_args(cfg),
     masterkey=vault_access.masterkey,
-    redis_password_version=vault_access.redis_password_version,
+    redis_password_version=vault_access.redis_user_versions[names.REDIS_ZITADEL_USER],
     database_checked=vault_access.database_preflight,
     postgres=postgres,
     vault_objects_ready=vault_access.zitadel_access,
@@ -88,7 +94,7 @@ if cfg.events.relay.enabled:
         vault_provider=vault_provider,
         kv_mount=vault_access.kv_mount,
         admin_key=secret_config.require_secret(names.ZITADEL_ADMIN_KEY_KEY) if cfg.secrets.zitadel_admin_key else None,
-        redis_password_version=vault_access.redis_password_version,
+        redis_password_version=vault_access.redis_user_versions[names.REDIS_RELAY_USER],
         zitadel_release=zitadel.release,
         vault_objects_ready=vault_access.relay_access,
         redis_ready=[redis.release],

@@ -90,7 +90,8 @@ def measure_failover(
         clients: dict[str, CacheClient] = {}
         if zitadel is not None:
             for name, settings in (("stack", BreakerSettings.of(zitadel)), ("defaults", ZITADEL_DEFAULTS)):
-                clients[name] = CacheClient(zitadel, service.port, bed.password, CircuitBreaker(settings))
+                password = bed.user_passwords["zitadel"]
+                clients[name] = CacheClient(zitadel, service.port, password, CircuitBreaker(settings))
         stop = threading.Event()
         threads = [threading.Thread(target=c.run, args=(stop, CACHE_CALL_PERIOD_SECONDS)) for c in clients.values()]
         writer = AckedWriter(bed, events_db)

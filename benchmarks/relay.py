@@ -82,6 +82,7 @@ class Run:
             instance_host=self.cfg.zitadel.external_domain,
             sentinel_ports=[s.port for s in self.bed.sentinels],
             token_file=str(self.tmp / "pat"),
+            username="default",  # the test bed's user, whose password is the bed's
             password_file=str(self.tmp / "pw"),
             metrics_port=free_port(),
         )

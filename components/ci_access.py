@@ -3,12 +3,14 @@
 A job of the stack's GitHub environment requests an OIDC token for ``vault.ci.audience``; the JWT auth backend at
 ``vault.ci.authPath`` trusts GitHub's issuer, and the stack's role admits the token only when its claims name the
 repository (name and numeric IDs), the environment and the ref. The login gets ``vault.ci.tokenTtlSeconds`` and the
-deploy policy below: what Pulumi's Vault provider needs for exactly this stack's objects, nothing of another stack's.
+deploy policy below, without Vault's ``default`` policy.
 
-The deploy policy cannot grant more than the stack declares: each Kubernetes role it may write may carry only its
-own policy and bind only its own service account (``allowed_parameters``), and the CI identity itself (this role,
-this policy, the JWT backend) is read-only to it. Changing those takes an operator's token (README, "Deploying for
-real": bootstrap).
+The deploy policy writes two kinds of object and nothing else: the KV secrets the stack writes, and the pods'
+Kubernetes-auth roles, each role only with the fields the stack writes and each field only with its declared value
+(``allowed_parameters`` without ``"*"``: the deprecated ``policies``, a namespace selector or a token bound is
+refused). Everything that decides what a token may do is the operator's and read-only to CI: every policy (the
+pods', the consumers', CI's own), the auth backends and their config, the CI roles. A change to one of them takes
+an operator's run (README, "The first deploy"); until then CI's ``pulumi up`` fails with a 403 naming the path.
 
 Previews get a role of their own (``vault.ci.preview``): another GitHub environment, and a policy that writes
 nothing and reads no secret's value. A pull request's preview runs a branch's code, which must never hold a token
@@ -25,14 +27,18 @@ from typing import Any
 import pulumi
 import pulumi_vault as vault
 
-from components.vault import PodRole
+from components.vault import PodRole, pod_role_settings
 from stacks import names
 from stacks.config import VaultCi, VaultConfig
 
-#: Every operation on an object the stack owns; ``list`` is never granted.
+#: Every operation on an object CI deploys; ``list`` is never granted.
 _OWN = ("create", "read", "update", "delete")
-#: Mounting an engine or an auth method is root-protected (``sudo``); the stack never unmounts one.
-_MOUNT = ("create", "read", "update", "sudo")
+#: Reading an auth method's mount or its tuning is root-protected (``sudo``); without write capabilities it changes
+#: nothing.
+_READ_AUTH_MOUNT = ("read", "sudo")
+#: What Pulumi's Vault provider (terraform-provider-vault 5.6 and later) sends on a Kubernetes role besides the
+#: program's inputs: the namespace selector on every write, empty when unset, and its schema's default token type.
+PROVIDER_ROLE_FIELDS: Mapping[str, str] = {"bound_service_account_namespace_selector": "", "token_type": "default"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,8 @@ class Grant:
     path: str
     capabilities: tuple[str, ...]
     why: str
-    #: Parameter → the values allowed (a list value must equal one of them as a whole); ``"*": []`` allows the rest.
+    #: Parameter → the values allowed (a list value must equal one of them as a whole; ``[]``: any value). Without a
+    #: ``"*"`` key, any parameter not named is refused.
     allowed_parameters: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
 
@@ -56,57 +63,91 @@ class CiAccessArgs:
     written_secrets: Sequence[str]
 
 
+def role_parameters(pod: PodRole, settings: Mapping[str, str | int]) -> dict[str, list[Any]]:
+    """Each field the stack writes on the pod's role (``settings``: ``components.vault.pod_role_settings``), with the
+    only value it may take; no other field."""
+    allowed: dict[str, list[Any]] = {
+        "token_policies": [[pod.policy]],
+        "bound_service_account_names": [[pod.service_account]],
+        "bound_service_account_namespaces": [[pod.namespace]],
+        **{name: [value] for name, value in PROVIDER_ROLE_FIELDS.items()},
+    }
+    for name, value in settings.items():
+        # Vault compares the request's JSON number with the policy's integer as unequal: a number can only be allowed.
+        allowed[name] = [] if isinstance(value, int) else [value]
+    return allowed
+
+
+def provider_grants() -> list[Grant]:
+    """What Pulumi's Vault provider does with any token before its first call: look it up, make a child token."""
+    return [
+        Grant("auth/token/lookup-self", ("read",), "the provider looks its token up first (no `default` policy here)"),
+        Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login"),
+    ]
+
+
+def operator_policies(args: CiAccessArgs) -> list[str]:
+    """Every policy the stack declares, the pods' and CI's own: written only by the operator's run."""
+    prefix = args.names.policy_path("")
+    declared = {path for path in args.names.owned() if path.startswith(prefix)}
+    declared |= {args.names.policy_path(pod.policy) for pod in args.pods}
+    return sorted(declared)
+
+
 def deploy_grants(args: CiAccessArgs) -> list[Grant]:
     """What the provider does for this stack, path by path."""
     n, v = args.names, args.vault
-    grants = [Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login")]
-    grants += [Grant(n.kv_path(secret), _OWN, "a secret the stack writes") for secret in args.written_secrets]
+    grants = provider_grants()
+    for secret in args.written_secrets:
+        grants.append(Grant(n.kv_path(secret), _OWN, "a secret the stack writes"))
+        grants.append(Grant(n.metadata_path(secret), ("read",), "its versions: the provider reads them after a write"))
     if n.external_database is not None:
         grants.append(
             Grant(n.subkeys_path(n.external_database[0]), ("read",), "the preflight: the DSN's keys, never its value")
         )
+    settings = pod_role_settings(v)
     for pod in args.pods:
-        grants.append(Grant(n.policy_path(pod.policy), _OWN, f"the policy of {pod.service_account}'s pods"))
         grants.append(
             Grant(
                 n.kubernetes_role_path(pod.role),
                 _OWN,
-                f"the role of {pod.service_account}'s pods: only its own policy and service account",
-                {
-                    "token_policies": [[pod.policy]],
-                    "bound_service_account_names": [[pod.service_account]],
-                    "bound_service_account_namespaces": [[pod.namespace]],
-                    "*": [],
-                },
+                f"the role of {pod.service_account}'s pods: only the fields the stack writes, with their values",
+                role_parameters(pod, settings),
             )
         )
+    # The operator's: read-only here (a refresh reads them back).
+    grants += [Grant(path, ("read",), "a policy: the operator's") for path in operator_policies(args)]
     if v.manage_kv_mount:
-        grants.append(Grant(f"sys/mounts/{v.kv_mount}", _MOUNT, "the KV v2 mount (retained on delete)"))
-        grants.append(Grant(f"sys/mounts/{v.kv_mount}/tune", ("read", "update", "sudo"), "its settings"))
+        grants.append(Grant(f"sys/mounts/{v.kv_mount}", ("read",), "the KV v2 mount: the operator's"))
+        grants.append(Grant(f"sys/mounts/{v.kv_mount}/tune", ("read",), "its settings"))
     if v.manage_backends:
-        grants.append(Grant(f"sys/auth/{n.kubernetes_auth_path}", _MOUNT, "the Kubernetes auth backend (retained)"))
-        grants.append(Grant(f"sys/auth/{n.kubernetes_auth_path}/tune", ("read", "update", "sudo"), "its settings"))
-        grants.append(Grant(f"auth/{n.kubernetes_auth_path}/config", ("create", "read", "update"), "its config"))
+        grants += _backend_grants(n.kubernetes_auth_path, "the Kubernetes auth backend")
+    if v.ci.manage_backend:
+        grants += _backend_grants(n.ci_auth_path, "the JWT backend")
     if v.manage_backends or v.ci.manage_backend:
         grants.append(Grant("sys/auth", ("read",), "the provider finds auth backends in the list of mounts"))
-    if v.ci.enabled:
-        grants.append(Grant(n.policy_path(n.ci_policy), ("read",), "this policy: read-only to CI"))
-        grants.append(Grant(n.ci_role_path(n.ci_role), ("read",), "this role: read-only to CI"))
-        if v.ci.preview is not None:
-            grants.append(Grant(n.policy_path(n.ci_preview_policy), ("read",), "the previews' policy: read"))
-            grants.append(Grant(n.ci_role_path(n.ci_preview_role), ("read",), "the previews' role: read"))
-        if v.ci.manage_backend:
-            grants.append(Grant(f"auth/{n.ci_auth_path}/config", ("read",), "the JWT backend: read-only to CI"))
+    grants.append(Grant(n.ci_role_path(n.ci_role), ("read",), "this role: the operator's"))
+    if v.ci.preview is not None:
+        grants.append(Grant(n.ci_role_path(n.ci_preview_role), ("read",), "the previews' role: the operator's"))
     return grants
+
+
+def _backend_grants(path: str, what: str) -> list[Grant]:
+    return [
+        Grant(f"sys/auth/{path}", _READ_AUTH_MOUNT, f"{what}: the operator's"),
+        Grant(f"sys/auth/{path}/tune", _READ_AUTH_MOUNT, "its settings"),
+        Grant(f"auth/{path}/config", ("read",), "its config: never written by CI"),
+    ]
 
 
 def preview_grants(n: names.VaultNames) -> list[Grant]:
     """What ``pulumi preview`` asks of Vault, and nothing else: it writes nothing and reads no secret's value.
 
-    A preview without ``--refresh`` reads no resource back; the provider only makes its child token (which can hold
-    only this policy) and runs the program's invokes: the preflight's ``subkeys`` of an external DSN.
+    A preview without ``--refresh`` reads no resource back; the provider only looks its token up, makes its child
+    token (which can hold only this policy) and runs the program's invokes: the preflight's ``subkeys`` of an
+    external DSN.
     """
-    grants = [Grant("auth/token/create", ("update",), "Pulumi's Vault provider works with a child token of the login")]
+    grants = provider_grants()
     if n.external_database is not None:
         path = n.subkeys_path(n.external_database[0])
         grants.append(Grant(path, ("read",), "the preflight: the DSN's keys, never its value"))
@@ -226,6 +267,8 @@ class CiAccess(pulumi.ComponentResource):
             bound_claims_type="string",
             claim_mappings=CLAIM_MAPPINGS,
             token_policies=[policy.name],
+            # Exactly its policy: Vault's ``default`` policy (cubbyhole, response wrapping, its entity) is not needed.
+            token_no_default_policy=True,
             # Short-lived and not renewable beyond it: the job's whole run, nothing after.
             token_ttl=ci.token_ttl_seconds,
             token_max_ttl=ci.token_ttl_seconds,

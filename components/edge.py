@@ -67,7 +67,8 @@ def rate_limit_env(limits: EdgeRateLimit) -> list[dict[str, Any]]:
     """What Envoy Gateway does not set on the ratelimit container (it sets ``REDIS_URL``, ``REDIS_SOCKET_TYPE``)."""
     return [
         {"name": "REDIS_TYPE", "value": REDIS_TYPE_SENTINEL},
-        # Master and replicas; the chart's auth.sentinel gives the sentinels the same password.
+        # ``user:password`` of its own ACL user, on the master and replicas and on the sentinels (where the same user
+        # may only discover the master: components/redis_acl.py).
         _from_secret("REDIS_AUTH"),
         _from_secret("REDIS_SENTINEL_AUTH"),
         {"name": "CACHE_KEY_PREFIX", "value": limits.key_prefix},
@@ -75,6 +76,11 @@ def rate_limit_env(limits: EdgeRateLimit) -> list[dict[str, Any]]:
         # A pod that lost Redis turns unready, so the proxies stop waiting on it (then failClosed decides).
         {"name": "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION", "value": "true"},
     ]
+
+
+def redis_auth(password: str) -> str:
+    """``REDIS_AUTH``/``REDIS_SENTINEL_AUTH`` as envoyproxy/ratelimit takes a user: ``user:password``."""
+    return f"{names.REDIS_RATE_LIMIT_USER}:{password}"
 
 
 def password_digest(password: str) -> str:
@@ -86,6 +92,11 @@ def edge_values(args: EdgeArgs, password_digest: pulumi.Input[str]) -> dict[str,
     """The Envoy Gateway chart values; ``password_digest`` is ``password_digest(<the Redis password>)``."""
     edge = args.edge
     limits = edge.rate_limit
+    envoy_gateway: dict[str, Any] = {}
+    if edge_objects.client_network_patch(edge) is not None:
+        # For the per-network buckets' EnvoyPatchPolicy. Such a policy may rewrite any xDS of the Gateway it targets,
+        # and only from the Gateway's namespace (edge.namespace): whoever may write there may rewrite the proxies.
+        envoy_gateway["extensionApis"] = {"enableEnvoyPatchPolicy": True}
     return {
         "kubernetesClusterDomain": args.cluster.domain,
         "deployment": {"envoyGateway": {"resources": edge.resources.controller.as_k8s()}},
@@ -94,6 +105,7 @@ def edge_values(args: EdgeArgs, password_digest: pulumi.Input[str]) -> dict[str,
         "topologyInjector": {"enabled": False},
         "config": {
             "envoyGateway": {
+                **envoy_gateway,
                 "rateLimit": {
                     "backend": {"type": "Redis", "redis": {"url": sentinel_url(args.sentinels)}},
                     "failClosed": limits.fail_closed,
@@ -139,6 +151,7 @@ class Edge(pulumi.ComponentResource):
         redis_password: pulumi.Output[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``redis_password``: the password of the ratelimit pods' Redis user (a Pulumi secret)."""
         super().__init__(names.component_type("Edge"), name, None, opts)
         edge = args.edge
         child = pulumi.ResourceOptions(parent=self)
@@ -152,7 +165,7 @@ class Edge(pulumi.ComponentResource):
             names.RATE_LIMIT_REDIS_SECRET,
             metadata=k8s.meta.v1.ObjectMetaArgs(name=names.RATE_LIMIT_REDIS_SECRET, namespace=namespace.metadata.name),
             type="Opaque",
-            string_data={names.RATE_LIMIT_REDIS_SECRET_KEY: redis_password},
+            string_data={names.RATE_LIMIT_REDIS_SECRET_KEY: pulumi.Output.from_input(redis_password).apply(redis_auth)},
             opts=child,
         )
         # Plain on purpose: a secret anywhere in the values would hide the whole document from plans and reviews,
@@ -184,6 +197,9 @@ class Edge(pulumi.ComponentResource):
             edge_objects.client_traffic_policy(edge),
             pulumi.ResourceOptions(parent=self, depends_on=[self.release, self.gateway]),
         )
+        patch = edge_objects.client_network_patch(edge)
+        if patch is not None:
+            _custom_resource(patch, pulumi.ResourceOptions(parent=self, depends_on=[self.release, self.gateway]))
         self.register_outputs({"gateway": f"{edge.namespace}/{names.EDGE_GATEWAY}"})
 
 

@@ -227,6 +227,64 @@ def gateway_rule(rule: RateLimitRule, client_cidr: str | None) -> dict[str, Any]
     return document
 
 
+#: Envoy's address formatter with a mask (Envoy >= 1.38, ``*_WITHOUT_PORT(MASK_PREFIX_LEN)``): ``2001:db8:1:2::/64``.
+#: Envoy Gateway v1.9.0 pins Envoy v1.39.0 (``api/v1alpha1/shared_types.go``).
+_MASKED_CLIENT_ADDRESS: Final = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT({})%"
+#: The address family of a ``sourceCIDR`` rule, as its action's range prefix reads (``ir.CIDRMatch.AddressPrefix``).
+_FAMILY_PATTERNS: Final = {4: "^[0-9.]+$", 6: ":"}
+_FULL_LENGTH: Final = {4: 32, 6: 128}
+
+
+def client_network_prefixes(edge: EdgeConfig) -> dict[int, int]:
+    """The address families whose per-client-IP buckets name a network rather than an address, with its length."""
+    lengths = {4: edge.rate_limit.ipv4_prefix_length, 6: edge.rate_limit.ipv6_prefix_length}
+    return {family: length for family, length in lengths.items() if length < _FULL_LENGTH[family]}
+
+
+def route_configuration_name(edge: EdgeConfig) -> str:
+    """The xDS RouteConfiguration of the Gateway's listener: ``<namespace>/<gateway>/<listener>`` while Envoy Gateway's
+    ``XDSNameSchemeV2`` runtime flag is off, its v1.9.0 default (``internal/xds/translator/listener.go``
+    ``routeConfigName``, ``internal/gatewayapi/helpers.go`` ``irListenerName``)."""
+    return f"{edge.namespace}/{names.EDGE_GATEWAY}/{listener_name(edge.listener)}"
+
+
+def client_network_patch(edge: EdgeConfig) -> dict[str, Any] | None:
+    """Per-client-IP buckets per network (IPv6 /64 by default), or ``None`` when every bucket is one address.
+
+    Envoy Gateway v1.9.0 cannot say this in a BackendTrafficPolicy: a ``Distinct`` ``sourceCIDR`` always sends the
+    whole address, ``%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%``, as the ``remote_address`` descriptor
+    (``internal/xds/translator/ratelimit.go``). This patch replaces that one value, in the Distinct actions of the
+    family's rules only, with the masked formatter; the ratelimit service's descriptor (``remote_address``, any value)
+    is unchanged. If the patch cannot apply, the policy reports it in its status and buckets stay per address."""
+    prefixes = client_network_prefixes(edge)
+    if not prefixes:
+        return None
+    patches = [
+        {
+            "type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": route_configuration_name(edge),
+            "operation": {
+                "op": "replace",
+                "jsonPath": (
+                    "$..actions[?(@.remote_address_match.descriptor_key == 'remote_address' && "
+                    f"@.remote_address_match.address_matcher.ranges[0].address_prefix =~ '{_FAMILY_PATTERNS[family]}')]"
+                    ".remote_address_match.descriptor_value"
+                ),
+                "value": _MASKED_CLIENT_ADDRESS.format(length),
+            },
+        }
+        for family, length in sorted(prefixes.items())
+    ]
+    spec = {
+        "type": "JSONPatch",
+        "targetRef": {"group": GATEWAY_API, "kind": "Gateway", "name": names.EDGE_GATEWAY},
+        "jsonPatches": patches,
+    }
+    return _document(
+        ENVOY_GATEWAY_API_VERSION, "EnvoyPatchPolicy", names.EDGE_CLIENT_NETWORK_PATCH, edge.namespace, spec
+    )
+
+
 def backend_traffic_policy(edge: EdgeConfig, zitadel: ZitadelEndpoint) -> dict[str, Any]:
     spec = {
         "targetRefs": _route_refs(*ALL_ROUTES),

@@ -26,6 +26,7 @@ from components.isolation import REDIS_LABELS, SERVER_LABELS, ZITADEL_PORT
 from components.peers import ClusterNetwork, VaultEndpoint, ZitadelEndpoint
 from components.vault_texts import InjectedFile, injector_annotations, secret_value_template
 from stacks import names
+from stacks.capacity import StreamCaps
 from stacks.config import EventsConfig, duration_seconds
 
 #: The image's user (relay/Dockerfile).
@@ -60,6 +61,8 @@ class EventRelayArgs:
     token_path: str
     token_secret: str
     cluster: ClusterNetwork
+    #: The streams' caps: explicit, or derived from Redis's maxmemory (``StackConfig.stream_caps``).
+    stream_caps: StreamCaps
 
 
 def instance_name(args: EventRelayArgs) -> str:
@@ -88,6 +91,8 @@ def relay_document(args: EventRelayArgs) -> dict[str, Any]:
             "sentinels": sentinel_endpoints(args.sentinels),
             "masterSet": names.SENTINEL_MASTER_SET,
             "db": e.db,
+            # Its own ACL user on Redis and on the sentinels; the file holds that user's password.
+            "username": names.REDIS_RELAY_USER,
             "passwordFile": f"{names.VAULT_SECRETS_DIR}/{names.REDIS_INJECT_NAME}",
         },
         "streams": {
@@ -112,7 +117,10 @@ def relay_document(args: EventRelayArgs) -> dict[str, Any]:
             "retryBackoff": duration_seconds(p.retry_backoff),
             "maxRetryBackoff": duration_seconds(p.max_retry_backoff),
             "requireReplicaAck": p.require_replica_ack,
-            "maxStreamLength": e.performance.max_stream_length,
+            "maxStreamLength": args.stream_caps.max_stream_length,
+            "deadLetterMaxLength": args.stream_caps.dead_letter_max_length,
+            "maxStreamAge": duration_seconds(e.capacity.max_stream_age),
+            "trimInterval": duration_seconds(e.capacity.trim_interval),
         },
         "lease": {"ttl": LEASE_TTL_S, "renewEvery": LEASE_RENEW_S},
         "metricsPort": names.RELAY_METRICS_PORT,

@@ -9,10 +9,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import edge_pods, netpol, ownership, redis_settings
+from components import edge_pods, netpol, ownership, redis_acl, redis_settings
 from components.helm import chart_args, image_values
 from components.passwords import PASSWORD_ALPHABET
 from components.peers import ClusterNetwork, VaultEndpoint
+from components.redis_acl import RedisUser
 from components.vault_texts import InjectedFile, injector_annotations, password_copy_script, secret_value_template
 from stacks import names
 from stacks.config import RedisConfig
@@ -38,6 +39,11 @@ class RedisArgs:
     vault: VaultEndpoint
     vault_role: str
     password_path: str
+    #: The KV v2 API path of the users' password hashes (``redis-acl``), and the client users themselves.
+    acl_path: str
+    users: tuple[RedisUser, ...]
+    #: The KV v2 API path of the exporter user's password.
+    exporter_password_path: str
     cluster: ClusterNetwork
     #: Recorded on every Redis object for operators (the events DB, ZITADEL's cache block).
     db_layout: DbLayout
@@ -52,6 +58,55 @@ def redis_password_file(password_path: str) -> InjectedFile:
         template=secret_value_template(password_path, names.REDIS_SECRET_KEY, _TPL_SAFE_DELIMITERS),
         delimiters=_TPL_SAFE_DELIMITERS,
     )
+
+
+def acl_files(acl_path: str, users: Sequence[RedisUser]) -> list[InjectedFile]:
+    """redis-server's ACL file and the sentinels' client users, from the hashes at ``acl_path``: the agent fails
+    (``error-on-missing-key``) rather than render a user without its hash."""
+    return [
+        InjectedFile(
+            name=names.REDIS_ACL_INJECT_NAME,
+            vault_path=acl_path,
+            template=redis_acl.agent_template(
+                lambda hash_of: redis_acl.acl_lines(users, hash_of), acl_path, _TPL_SAFE_DELIMITERS
+            ),
+            delimiters=_TPL_SAFE_DELIMITERS,
+        ),
+        InjectedFile(
+            name=names.SENTINEL_ACL_INJECT_NAME,
+            vault_path=acl_path,
+            template=redis_acl.agent_template(
+                lambda hash_of: redis_acl.sentinel_lines(users, hash_of), acl_path, _TPL_SAFE_DELIMITERS
+            ),
+            delimiters=_TPL_SAFE_DELIMITERS,
+        ),
+    ]
+
+
+def exporter_password_file(password_path: str) -> InjectedFile:
+    """redis_exporter's password file: a JSON map of the address it scrapes to the ``exporter`` user's password."""
+    left, right = _TPL_SAFE_DELIMITERS
+    value = f"{left} .Data.data.{names.REDIS_SECRET_KEY} | toJSON {right}"
+    body = ",".join(f'"{address}":{value}' for address in names.REDIS_EXPORTER_ADDRESSES)
+    return InjectedFile(
+        name=names.REDIS_EXPORTER_INJECT_NAME,
+        vault_path=password_path,
+        template=f'{left}- with secret "{password_path}" -{right}{{{body}}}{left}- end {right}',
+        delimiters=_TPL_SAFE_DELIMITERS,
+    )
+
+
+def exporter_args() -> dict[str, str]:
+    """The exporter sidecar's flags (``metrics.extraArgs``; a flag beats the chart's ``REDIS_USER=default`` and the
+    password it exports from the chart's file): its own user, its password from its file, and no ``CONFIG GET``."""
+    return {
+        "redis.user": names.REDIS_EXPORTER_USER,
+        # Empty, so that redis_exporter reads its password file.
+        "redis.password": "",
+        "redis.password-file": f"{names.VAULT_SECRETS_DIR}/{names.REDIS_EXPORTER_INJECT_NAME}",
+        # CONFIG GET * would answer masterauth, the chart's own password; maxmemory comes from INFO.
+        "config-command": "-",
+    }
 
 
 def _password_copy_container(redis: RedisConfig) -> dict[str, Any]:
@@ -114,11 +169,16 @@ def db_layout_annotations(layout: DbLayout) -> dict[str, str]:
     }
 
 
-def redis_values(args: RedisArgs, password_version: pulumi.Input[str] | None = None) -> dict[str, Any]:
-    """The Bitnami Redis chart values of a stack. No secret: the password reaches the pods through Vault.
+def redis_values(
+    args: RedisArgs,
+    password_version: pulumi.Input[str] | None = None,
+    acl_version: pulumi.Input[str] | None = None,
+) -> dict[str, Any]:
+    """The Bitnami Redis chart values of a stack. No secret: the passwords reach the pods through Vault.
 
-    ``password_version`` (the KV version of the password, never the value) goes on the pod template: a new password
-    then rolls every node; otherwise the values would not change and pods would take it one crash at a time.
+    ``password_version`` and ``acl_version`` (the KV versions of the password and of the users' hashes, never the
+    values) go on the pod template: a new password then rolls every node; otherwise the values would not change and
+    pods would take it one crash at a time.
     """
     r = args.redis
     sentinel = redis_settings.sentinel_settings(r)
@@ -140,7 +200,10 @@ def redis_values(args: RedisArgs, password_version: pulumi.Input[str] | None = N
             "usePasswordFiles": True,
             "usePasswordFileFromSecret": False,
         },
-        "commonConfiguration": redis_settings.redis_conf_text(r),
+        # The users from the Vault agent's file: with an ACL file redis-server ignores the chart's --requirepass, and
+        # the file gives ``default`` the same password.
+        "commonConfiguration": redis_settings.redis_conf_text(r)
+        + f"aclfile {names.VAULT_SECRETS_DIR}/{names.REDIS_ACL_INJECT_NAME}\n",
         "replica": {
             "replicaCount": r.nodes,
             # The injector rejects pods without a token, and the master Service's kubectl sidecar needs it.
@@ -151,10 +214,15 @@ def redis_values(args: RedisArgs, password_version: pulumi.Input[str] | None = N
                 **injector_annotations(
                     role=args.vault_role,
                     auth_path=args.vault.auth_path,
-                    files=[redis_password_file(args.password_path)],
+                    files=[
+                        redis_password_file(args.password_path),
+                        *acl_files(args.acl_path, args.users),
+                        exporter_password_file(args.exporter_password_path),
+                    ],
                     init_first=True,
                 ),
                 **({names.REDIS_PASSWORD_VERSION_ANNOTATION: password_version} if password_version is not None else {}),
+                **({names.REDIS_ACL_VERSION_ANNOTATION: acl_version} if acl_version is not None else {}),
             },
             "initContainers": [_password_copy_container(r)],
             # Merged into the chart's (fsGroup 1001): the Vault agent containers the injector adds set no seccomp
@@ -178,6 +246,9 @@ def redis_values(args: RedisArgs, password_version: pulumi.Input[str] | None = N
             "parallelSyncs": sentinel.parallel_syncs,
             # ZITADEL's client takes one address and cannot ask Sentinel: it needs a Service that follows the master.
             "masterService": {"enabled": True},
+            # The clients' Sentinel users (discovery only), rendered by the Vault agent; the chart's own requirepass
+            # stays the ``default`` user's, for the sentinels, the chart's scripts and the master-label sidecar.
+            "configuration": f"include {names.VAULT_SECRETS_DIR}/{names.SENTINEL_ACL_INJECT_NAME}\n",
             "resources": r.resources.sentinel.as_k8s(),
         },
         "rbac": {"create": True},
@@ -185,6 +256,7 @@ def redis_values(args: RedisArgs, password_version: pulumi.Input[str] | None = N
         "metrics": {
             "enabled": r.metrics,
             "image": image_values(r.images.exporter, registry_apart=True),
+            "extraArgs": exporter_args(),
             "resources": r.resources.metrics.as_k8s(),
         },
         "kubectl": {
@@ -210,10 +282,11 @@ class RedisSentinel(pulumi.ComponentResource):
         *,
         vault_objects_ready: Sequence[pulumi.Resource],
         password_version: pulumi.Input[str] | None = None,
+        acl_version: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """``vault_objects_ready``: the Redis pods' Vault secret, policy and role; ``password_version``: the KV version
-        of the password (never its value)."""
+        """``vault_objects_ready``: the Redis pods' Vault secrets, policy and role; ``password_version`` and
+        ``acl_version``: the KV versions of the password and of the users' hashes (never their values)."""
         super().__init__(names.component_type("RedisSentinel"), name, None, opts)
         r = args.redis
         namespace = ownership.namespace(names.REDIS_NAMESPACE, args.namespaces, parent=self)
@@ -221,7 +294,7 @@ class RedisSentinel(pulumi.ComponentResource):
             names.REDIS_RELEASE,
             name=names.REDIS_RELEASE,
             namespace=namespace.metadata.name,
-            values=redis_values(args, password_version),
+            values=redis_values(args, password_version, acl_version),
             # Roll back a failed upgrade instead of leaving a half-updated Sentinel group.
             atomic=True,
             timeout=r.release_timeout_seconds,

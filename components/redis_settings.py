@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stacks import names
-from stacks.config import RedisConfig, quantity_bytes
+from stacks.config import RedisConfig
 
 #: Under memory pressure Redis evicts only keys with a TTL (caches, rate-limit counters, dedup keys), least recently
 #: used first: the event streams and the relay's cursor carry none, so no eviction can ever drop them.
@@ -19,10 +19,8 @@ _MIB = 2**20
 
 def maxmemory_megabytes(redis: RedisConfig) -> int | None:
     """``maxmemory`` in MiB: ``maxmemoryPercent`` of the redis container's memory limit, rounded down."""
-    limit = redis.resources.redis.limits.memory
-    if limit is None:
-        return None
-    return quantity_bytes(limit) * redis.maxmemory_percent // 100 // _MIB
+    maxmemory = redis.maxmemory_bytes
+    return None if maxmemory is None else maxmemory // _MIB
 
 
 def redis_directives(redis: RedisConfig) -> list[tuple[str, str]]:

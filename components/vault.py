@@ -10,11 +10,13 @@ from typing import Final
 import pulumi
 import pulumi_vault as vault
 
+from components import redis_acl
 from components.passwords import random_password
 from components.preflight import require_secret_keys
 from components.vault_texts import read_policy
 from stacks import names
 from stacks.config import VaultConfig
+from stacks.names import REDIS_CLIENT_USERS
 
 #: The component's type token: part of the URN of every resource under it.
 VAULT_ACCESS_TYPE: Final = names.component_type("VaultAccess")
@@ -39,8 +41,9 @@ class PodRole:
 
 
 def pod_roles(n: names.VaultNames, *, zitadel_namespace: str, relay: bool) -> tuple[PodRole, ...]:
-    """Redis reads its password; ZITADEL (in ``zitadel_namespace``) reads the Redis password and its DSN; the event
-    relay beside it (when ``relay``) reads the Redis password and its ZITADEL token."""
+    """Redis reads its own password, the hashes of its users' passwords and its exporter's password; ZITADEL (in
+    ``zitadel_namespace``) reads its Redis user's password and its DSN; the event relay beside it (when ``relay``)
+    reads its Redis user's password and its ZITADEL token."""
     roles = [
         PodRole(
             names.REDIS_VAULT_ROLE,
@@ -49,7 +52,7 @@ def pod_roles(n: names.VaultNames, *, zitadel_namespace: str, relay: bool) -> tu
             n.redis_policy,
             names.REDIS_SERVICE_ACCOUNT,
             names.REDIS_NAMESPACE,
-            (n.redis_path,),
+            (n.redis_path, n.redis_acl_path, n.redis_user_path(names.REDIS_EXPORTER_USER)),
         ),
         PodRole(
             names.ZITADEL_VAULT_ROLE,
@@ -58,7 +61,7 @@ def pod_roles(n: names.VaultNames, *, zitadel_namespace: str, relay: bool) -> tu
             n.zitadel_policy,
             names.ZITADEL_SERVICE_ACCOUNT,
             zitadel_namespace,
-            (n.redis_path, n.database_path),
+            (n.redis_user_path(names.REDIS_ZITADEL_USER), n.database_path),
         ),
     ]
     if relay:
@@ -70,10 +73,22 @@ def pod_roles(n: names.VaultNames, *, zitadel_namespace: str, relay: bool) -> tu
                 n.relay_policy,
                 names.RELAY_SERVICE_ACCOUNT,
                 zitadel_namespace,
-                (n.redis_path, n.relay_token_path),
+                (n.redis_user_path(names.REDIS_RELAY_USER), n.relay_token_path),
             )
         )
     return tuple(roles)
+
+
+def pod_role_settings(v: VaultConfig) -> dict[str, str | int]:
+    """What every pod role sets besides its service account, namespace and policy, by API field (unset ones left
+    out). The workflows' deploy policy allows exactly these on the roles (``components/ci_access.py``)."""
+    settings: dict[str, str | int | None] = {
+        "token_ttl": v.token_ttl_seconds,
+        # ZITADEL's ServiceAccount is a Helm hook resource, recreated (new UID) on every upgrade.
+        "alias_name_source": "serviceaccount_name",
+        "audience": v.audience,
+    }
+    return {field: value for field, value in settings.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,8 @@ class VaultAccessArgs:
     redis_password_length: int
     #: Losing the masterkey loses every encrypted ZITADEL record: protected in prod.
     protect_masterkey: bool
+    #: The Redis client users the stack declares (``components.redis_acl``), each with a password of its own.
+    redis_users: tuple[str, ...] = REDIS_CLIENT_USERS
 
 
 def _kv_json(key: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -100,9 +117,11 @@ class VaultAccess(pulumi.ComponentResource):
     redis_access: list[pulumi.Resource]
     zitadel_access: list[pulumi.Resource]
     masterkey: pulumi.Output[str]
-    #: The generated Redis password (a Pulumi secret), for the one consumer that cannot read Vault: the edge's
-    #: ratelimit pods, which take it only from their environment.
-    redis_password: pulumi.Output[str]
+    #: Each Redis client user's generated password (Pulumi secrets), by user name: the edge's ratelimit pods take
+    #: theirs from their environment, the only client that cannot read Vault.
+    redis_user_passwords: dict[str, pulumi.Output[str]]
+    #: The KV version of each Redis client user's secret (never the value), for its readers' pod templates.
+    redis_user_versions: dict[str, pulumi.Output[str]]
 
     def __init__(
         self,
@@ -150,7 +169,6 @@ class VaultAccess(pulumi.ComponentResource):
         redis_password = random_password(
             "redis-password", args.redis_password_length, pulumi.ResourceOptions(parent=self)
         )
-        self.redis_password = redis_password
         self.masterkey = random_password(
             names.MASTERKEY_PASSWORD_RESOURCE,
             MASTERKEY_LENGTH,
@@ -162,6 +180,28 @@ class VaultAccess(pulumi.ComponentResource):
         # The secret's KV version, never its value: on the pod templates of its readers, so that a new password
         # rolls every one of them (the Helm values would not change otherwise).
         self.redis_password_version = redis_secret.metadata.apply(_kv_version)
+        # One password per Redis client user; the Redis pods read only their hashes (``redis-acl``).
+        self.redis_user_passwords = {}
+        self.redis_user_versions = {}
+        user_secrets: dict[str, vault.kv.SecretV2] = {}
+        for user in args.redis_users:
+            password = random_password(
+                f"redis-{user}-password", args.redis_password_length, pulumi.ResourceOptions(parent=self)
+            )
+            self.redis_user_passwords[user] = password
+            secret_name = vault_names.redis_user_secret(user)
+            user_secrets[user] = self._kv_secret(
+                mount, f"redis-user-{user}", secret_name, names.REDIS_SECRET_KEY, password, child
+            )
+            self.redis_user_versions[user] = user_secrets[user].metadata.apply(_kv_version)
+        acl_secret = vault.kv.SecretV2(
+            names.REDIS_ACL_SECRET_NAME,
+            mount=mount,
+            name=vault_names.redis_acl_secret,
+            data_json=_acl_hashes({names.REDIS_DEFAULT_USER: redis_password, **self.redis_user_passwords}),
+            opts=child,
+        )
+        self.redis_acl_version = acl_secret.metadata.apply(_kv_version)
         masterkey_secret = self._kv_secret(
             mount,
             names.ZITADEL_SECRET_NAME,
@@ -198,13 +238,7 @@ class VaultAccess(pulumi.ComponentResource):
                 )
             )
 
-        common_role_args = {
-            "backend": auth_backend,
-            "token_ttl": v.token_ttl_seconds,
-            # ZITADEL's ServiceAccount is a Helm hook resource, recreated (new UID) on every upgrade.
-            "alias_name_source": "serviceaccount_name",
-            "audience": v.audience,
-        }
+        common_role_args = {"backend": auth_backend, **pod_role_settings(v)}
         granted: dict[str, list[pulumi.Resource]] = {}
         for pod in args.pods:
             policy = vault.Policy(pod.policy_key, name=pod.policy, policy=read_policy(pod.reads), opts=child)
@@ -218,23 +252,40 @@ class VaultAccess(pulumi.ComponentResource):
                 **common_role_args,  # type: ignore[arg-type]
             )
             granted[pod.role_key] = [policy, role]
-        self.redis_access = [redis_secret, *granted[names.REDIS_VAULT_ROLE]]
-        self.zitadel_access = [
+        self.redis_access = [
             redis_secret,
+            acl_secret,
+            user_secrets[names.REDIS_EXPORTER_USER],
+            *granted[names.REDIS_VAULT_ROLE],
+        ]
+        self.zitadel_access = [
+            user_secrets[names.REDIS_ZITADEL_USER],
             masterkey_secret,
             *database_secrets,
             *granted[names.ZITADEL_VAULT_ROLE],
         ]
         #: The event relay's policy and role (empty when the relay is off); its token secret is the relay's own.
         self.relay_access: list[pulumi.Resource] = (
-            [redis_secret, *granted[names.RELAY_VAULT_ROLE]] if names.RELAY_VAULT_ROLE in granted else []
+            [user_secrets[names.REDIS_RELAY_USER], *granted[names.RELAY_VAULT_ROLE]]
+            if names.RELAY_VAULT_ROLE in granted
+            else []
         )
+        # Product workers' own Kubernetes-auth roles attach this policy to read the consumer user's password.
+        if names.REDIS_CONSUMER_USER in args.redis_users:
+            vault.Policy(
+                "event-consumer-read",
+                name=vault_names.consumer_policy,
+                policy=read_policy([vault_names.redis_user_path(names.REDIS_CONSUMER_USER)]),
+                opts=child,
+            )
         #: The KV v2 mount (an output of the mount resource when this stack creates it).
         self.kv_mount = mount
         self.register_outputs(
             {
                 "paths": {
                     "redis": vault_names.redis_path,
+                    "redisAcl": vault_names.redis_acl_path,
+                    **{f"redisUser:{user}": vault_names.redis_user_path(user) for user in args.redis_users},
                     "masterkey": vault_names.masterkey_path,
                     "database": vault_names.database_path,
                 },
@@ -252,6 +303,21 @@ class VaultAccess(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions,
     ) -> vault.kv.SecretV2:
         return vault.kv.SecretV2(resource_name, mount=mount, name=name, data_json=_kv_json(key, value), opts=opts)
+
+
+def _acl_hashes(passwords: Mapping[str, pulumi.Output[str]]) -> pulumi.Output[str]:
+    """The ``redis-acl`` secret: each user's password hash as its ACL rule takes it, by user name."""
+    users = list(passwords)
+    return pulumi.Output.secret(
+        pulumi.Output.all(*passwords.values()).apply(
+            lambda values: json.dumps(
+                {
+                    redis_acl.hash_key(user): redis_acl.password_sha256(str(value))
+                    for user, value in zip(users, values, strict=True)
+                }
+            )
+        )
+    )
 
 
 def _kv_version(metadata: Mapping[str, str] | None) -> str:

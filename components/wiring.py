@@ -11,6 +11,7 @@ from typing import Final
 
 import pulumi
 
+from components import redis_acl
 from components.ci_access import CiAccessArgs
 from components.edge import EdgeArgs, ZitadelRoutePoliciesArgs
 from components.edge_objects import GatewayListener
@@ -18,6 +19,7 @@ from components.event_relay import EventRelayArgs
 from components.ownership import ClusterTarget, NamespacePolicy
 from components.peers import ClusterNetwork, VaultEndpoint, ZitadelEndpoint
 from components.redis import RedisArgs
+from components.redis_acl import RedisUser
 from components.vault import VAULT_ACCESS_TYPE, VaultAccessArgs, pod_roles
 from components.zitadel import VaultValue, ZitadelArgs
 from components.zitadel_database import BundledPostgresArgs
@@ -59,18 +61,35 @@ def sentinels(cfg: StackConfig) -> tuple[str, ...]:
 def vault_access_args(cfg: StackConfig) -> VaultAccessArgs:
     vault_names = names.VaultNames.of(cfg)
     pods = pod_roles(vault_names, zitadel_namespace=cfg.zitadel.namespace, relay=cfg.events.relay.enabled)
-    return VaultAccessArgs(cfg.vault, vault_names, pods, cfg.redis.password_length, cfg.zitadel.protect_masterkey)
+    users = tuple(user.name for user in redis_users(cfg))
+    return VaultAccessArgs(
+        cfg.vault, vault_names, pods, cfg.redis.password_length, cfg.zitadel.protect_masterkey, users
+    )
 
 
 def ci_access_args(cfg: StackConfig) -> CiAccessArgs:
     access = vault_access_args(cfg)
     n = access.names
-    written = [n.redis_secret, n.masterkey_secret]
+    written = [
+        n.redis_secret,
+        n.redis_acl_secret,
+        *(n.redis_user_secret(user) for user in access.redis_users),
+        n.masterkey_secret,
+    ]
     if cfg.zitadel.database.dsn_written_by_stack:
         written.append(n.database_secret)
     if cfg.events.relay.enabled:
         written.append(n.relay_secret)
     return CiAccessArgs(cfg.vault, n, access.pods, tuple(written))
+
+
+def redis_users(cfg: StackConfig) -> tuple[RedisUser, ...]:
+    """The Redis ACL users of the stack's clients: their keys follow the stream names and the counters' prefix.
+    Without the relay there are no events: no bridge user and no consumer user."""
+    s = cfg.events.streams
+    users = redis_acl.client_users((s.high, s.normal, s.low, s.dead_letter), cfg.edge.rate_limit.key_prefix)
+    without_events = {names.REDIS_RELAY_USER, names.REDIS_CONSUMER_USER}
+    return tuple(u for u in users if cfg.events.relay.enabled or u.name not in without_events)
 
 
 def redis_args(cfg: StackConfig) -> RedisArgs:
@@ -82,6 +101,9 @@ def redis_args(cfg: StackConfig) -> RedisArgs:
         vault=vault_endpoint(cfg),
         vault_role=n.redis_role,
         password_path=n.redis_path,
+        acl_path=n.redis_acl_path,
+        users=redis_users(cfg),
+        exporter_password_path=n.redis_user_path(names.REDIS_EXPORTER_USER),
         cluster=cluster_network(cfg),
         db_layout=cfg.db_layout,
         namespaces=namespace_policy(cfg),
@@ -104,7 +126,7 @@ def zitadel_args(cfg: StackConfig) -> ZitadelArgs:
     n = names.VaultNames.of(cfg)
     return ZitadelArgs(
         zitadel=cfg.zitadel,
-        redis_password=VaultValue(n.redis_path, names.REDIS_SECRET_KEY),
+        redis_password=VaultValue(n.redis_user_path(names.REDIS_ZITADEL_USER), names.REDIS_SECRET_KEY),
         database_dsn=VaultValue(n.database_path, n.database_key),
         vault=vault_endpoint(cfg),
         vault_role=n.zitadel_role,
@@ -132,8 +154,9 @@ def event_relay_args(cfg: StackConfig) -> EventRelayArgs:
         sentinels=sentinels(cfg),
         vault=vault_endpoint(cfg),
         vault_role=n.relay_role,
-        redis_password_path=n.redis_path,
+        redis_password_path=n.redis_user_path(names.REDIS_RELAY_USER),
         token_path=n.relay_token_path,
         token_secret=n.relay_secret,
         cluster=cluster_network(cfg),
+        stream_caps=cfg.stream_caps,
     )

@@ -81,7 +81,7 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 
 
 def secrets_fragment(args: ZitadelArgs) -> dict[str, Any]:
-    """The ZITADEL configuration that only the Vault agent sees: the Redis password and the Postgres DSN."""
+    """The ZITADEL configuration that only the Vault agent sees: its Redis user's password and the Postgres DSN."""
     return {
         "Caches": {"Connectors": {"Redis": {"Password": args.redis_password}}},
         "Database": {"Postgres": {"DSN": args.database_dsn}},
@@ -121,6 +121,8 @@ def cache_config(args: ZitadelArgs) -> dict[str, Any]:
         # ZITADEL's client takes one address and cannot speak Sentinel: the Service that follows the master.
         "Addr": args.redis_master_address,
         "ClientName": names.ZITADEL_REDIS_CLIENT_NAME,
+        # Its own ACL user (components/redis_acl.py); the password comes from the Vault agent's fragment.
+        "Username": names.REDIS_ZITADEL_USER,
         "DBOffset": cache.db_offset,
         "PoolSize": pool.pool_size,
         "MaxRetries": pool.max_retries,

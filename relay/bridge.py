@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
+import redis.sentinel
 
 from relay import logs
 from relay.events import (
@@ -38,8 +39,8 @@ from relay.events import (
 )
 from relay.metrics import Health, Metrics
 from relay.settings import Settings
-from relay.source import MAX_AGGREGATE_TYPES, MAX_EVENT_TYPES, ApiError, EventApi
-from relay.store import SEEN_BUCKET_US, Item, NotAcknowledged, Store, pack_fields, seen_bucket
+from relay.source import MAX_AGGREGATE_TYPES, MAX_EVENT_TYPES, ApiError, EventApi, MalformedAnswerError
+from relay.store import SEEN_BUCKET_US, Item, NotAcknowledged, Store, pack_fields, seen_bucket, write_refusal
 
 log = logging.getLogger("relay.bridge")
 
@@ -53,6 +54,16 @@ class DenseWindowError(RuntimeError):
 
 class LeaseLostError(RuntimeError):
     """Another bridge took the lease: stop writing."""
+
+
+#: ``relay_errors_total{kind}`` of a failed poll, the first class that matches (subclasses before their bases).
+_ERROR_KINDS: Final[tuple[tuple[type[Exception], str], ...]] = (
+    (NotAcknowledged, "not_acknowledged"),
+    (DenseWindowError, "dense_window"),
+    (MalformedAnswerError, "event_api_answer"),
+    (ApiError, "event_api"),
+    (redis.RedisError, "redis"),
+)
 
 
 @dataclass
@@ -95,6 +106,7 @@ class Bridge:
             batch_size=p.batch_size,
             require_replica_ack=p.require_replica_ack,
             replica_ack_timeout_ms=int(p.replica_ack_timeout * 1000),
+            dead_letter_cap=(settings.streams.dead_letter, p.dead_letter_max_length),
         )
         self._stop = threading.Event()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-read-ahead")
@@ -103,6 +115,7 @@ class Bridge:
         self._last_look_back = time.monotonic()
         self._backoff = p.retry_backoff
         self._pruned_at: int | None = None
+        self._trimmed_at: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -123,10 +136,13 @@ class Bridge:
                     if self.use_lease and not self._hold_lease():
                         self._wait(self.settings.lease.renew_every)
                         continue
+                    # Before the poll: trimming needs no new event, and Redis takes it even when it refuses writes.
+                    self.maybe_trim()
                     self.poll()
                     self.maybe_look_back()
                     self._backoff = self.settings.publishing.retry_backoff
                     self.metrics.stalled.set(0)
+                    self.metrics.write_stalled.set(0)
                     self._wait(self.settings.source.poll_interval)
                 except LeaseLostError:
                     log.warning("lease lost to another bridge", extra=logs.fields(holder=self.holder))
@@ -137,20 +153,45 @@ class Bridge:
             log.info("bridge stopped", extra=logs.fields(holder=self.holder))
 
     def _failed(self, exc: Exception) -> None:
-        kind = {
-            NotAcknowledged: "not_acknowledged",
-            DenseWindowError: "dense_window",
-            ApiError: "event_api",
-        }.get(type(exc), "redis" if isinstance(exc, redis.RedisError) else "network")
+        kind = next((k for cls, k in _ERROR_KINDS if isinstance(exc, cls)), "network")
         self.metrics.errors.labels(kind).inc()
         if isinstance(exc, DenseWindowError):
             self.metrics.stalled.set(1)
-        log.warning("poll failed; retrying", extra=logs.fields(kind=kind, error=str(exc), backoff=self._backoff))
+        refused = write_refusal(exc)
+        if refused is not None:
+            # Nothing is skipped: the page is written again (deduplicated) once Redis takes writes.
+            self.metrics.write_refused.labels(refused).inc()
+            self.metrics.write_stalled.set(1)
+        if isinstance(exc, redis.sentinel.MasterNotFoundError):
+            # redis-py's text carries the repr of every sentinel client (kilobytes): the class and the set say it.
+            error = f"MasterNotFoundError: no sentinel names a usable master of {self.settings.redis.master_set!r}"
+        else:
+            error = logs.error_text(exc)
+        log.warning("poll failed; retrying", extra=logs.fields(kind=kind, error=error, backoff=self._backoff))
         self._wait(self._backoff)
         self._backoff = min(self._backoff * 2, self.settings.publishing.max_retry_backoff)
 
     def _wait(self, seconds: float) -> None:
         self._stop.wait(seconds)
+
+    # --- trimming ----------------------------------------------------------------------------------------------------
+
+    def maybe_trim(self, force: bool = False) -> dict[tuple[str, str], int]:
+        """Every ``trimInterval``: drop every stream's entries older than ``maxStreamAge`` and those beyond its cap.
+        ``XADD MAXLEN ~`` only trims the stream it writes, when an event arrives; this bounds all four at all times."""
+        p, streams = self.settings.publishing, self.settings.streams
+        if not force and self._trimmed_at is not None and time.monotonic() - self._trimmed_at < p.trim_interval:
+            return {}
+        caps = dict.fromkeys(streams.by_priority(), p.max_stream_length)
+        caps[streams.dead_letter] = p.dead_letter_max_length
+        dropped = self.store.trim(caps, min_id_ms=(self.clock() - int(p.max_stream_age * 1e6)) // 1000)
+        self._trimmed_at = time.monotonic()
+        done = {(stream, reason): count for (stream, reason), count in dropped.items() if count}
+        for (stream, reason), count in done.items():
+            self.metrics.trimmed.labels(stream, reason).inc(count)
+        if done:
+            log.info("trimmed streams", extra=logs.fields(dropped={f"{s} ({r})": n for (s, r), n in done.items()}))
+        return dropped
 
     # --- lease -------------------------------------------------------------------------------------------------------
 

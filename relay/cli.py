@@ -96,8 +96,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     replayed, skipped = replay_dead_letter(client, settings.streams, args.ids, reason=args.reason)
     for r in replayed:
         print(json.dumps({"replayed": r.dead_letter_id, "stream": r.stream, "id": r.new_id}))
-    for entry_id in skipped:
-        print(json.dumps({"skipped": entry_id, "why": "dead-lettered by the bridge: no stream to return to"}))
+    for s in skipped:
+        print(json.dumps({"skipped": s.dead_letter_id, "why": s.why}))
     return 0
 
 

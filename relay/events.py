@@ -65,6 +65,32 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
+#: ``sequence`` is a uint64, starting at 1 per aggregate.
+_MAX_SEQUENCE: Final = 2**64 - 1
+
+
+def _sequence(raw: dict[str, Any]) -> int:
+    """The event's sequence: a JSON string of decimal digits (protojson's uint64), or an integral JSON number.
+
+    Anything else is refused rather than coerced: ``int(1.5)`` would make it 1, the dedup key of another event of
+    the aggregate, and the event would be skipped as that event's duplicate instead of dead-lettered.
+    """
+    if "sequence" not in raw:
+        # Zero values are omitted, so a missing sequence is 0: no event of ZITADEL's has it.
+        raise UnusableEventError("unparseable", "sequence missing")
+    value = raw["sequence"]
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        sequence = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        sequence = value
+    else:
+        sequence = 0
+    if not 0 < sequence <= _MAX_SEQUENCE:
+        shown = json.dumps(value, default=str)
+        raise UnusableEventError("unparseable", f"sequence not a positive integer: {shown[:40]}")
+    return sequence
+
+
 def parse_event(raw: Any) -> Event:
     """An Event API event; ``UnusableEventError`` when a field the bridge needs is missing or malformed."""
     if not isinstance(raw, dict):
@@ -79,12 +105,7 @@ def parse_event(raw: Any) -> Event:
     aggregate_type_ = aggregate.get("type")
     aggregate_type = _text(aggregate_type_.get("type") if isinstance(aggregate_type_, dict) else None, "aggregate.type")
     aggregate_id = _text(aggregate.get("id"), "aggregate.id")
-    try:
-        sequence = int(raw.get("sequence", "0"))
-    except (TypeError, ValueError):
-        raise UnusableEventError("unparseable", "sequence is not an integer") from None
-    if sequence <= 0:
-        raise UnusableEventError("unparseable", "sequence missing")
+    sequence = _sequence(raw)
     try:
         created_us = parse_timestamp(_text(raw.get("creationDate"), "creationDate"))
     except ValueError as exc:
@@ -147,7 +168,8 @@ def dead_letter_fields(instance: str, raw: Any, reason: str, detail: str) -> tup
             "sequence": raw.get("sequence"),
             "created_at": raw.get("creationDate"),
         }
-        ids = {k: str(v)[:256] for k, v in candidates.items() if isinstance(v, (str, int)) and v != ""}
+        # A malformed sequence (1.5, -5) is kept as it came: the raw identifier, next to the reason.
+        ids = {k: str(v)[:256] for k, v in candidates.items() if isinstance(v, (str, int, float)) and v != ""}
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:32]
     fields = {
         "dead_letter.reason": reason,

@@ -2,7 +2,8 @@
 
 ``WelcomeMail(send)`` is a handler: ``Consumer(...).run(WelcomeMail(send), stop)``. ``send(address, user_id)``
 raising makes the entry pending again (retried, then dead-lettered); returning acknowledges it. Other events are
-acknowledged untouched. The mail itself is the product's; here it is whatever ``send`` does.
+acknowledged untouched. The mail itself is the product's; here it is whatever ``send`` does. Wrapped in
+``Deduplicator(client, group=...).wrap(WelcomeMail(send))``, a copy of an event already mailed sends nothing.
 """
 
 from __future__ import annotations

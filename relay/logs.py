@@ -19,8 +19,19 @@ class JsonFormatter(logging.Formatter):
         }
         doc.update(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[1] is not None:
-            doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            doc["error"] = error_text(record.exc_info[1])
         return json.dumps(doc, default=str)
+
+
+#: The longest error text a log line carries: a line stays readable, and a library's verbose message stays out.
+MAX_ERROR_CHARS = 300
+
+
+def error_text(exc: BaseException) -> str:
+    """``Class: message``, its first line only and at most ``MAX_ERROR_CHARS`` characters."""
+    message = str(exc).strip().split("\n", 1)[0]
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def setup(level: str = "INFO") -> None:

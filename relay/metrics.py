@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from relay import logs
+
+log = logging.getLogger("relay.metrics")
 
 
 class Metrics:
@@ -39,6 +46,21 @@ class Metrics:
         self.errors = Counter("relay_errors", "Failed polls, per kind", ["kind"], registry=r)
         self.stalled = Gauge(
             "relay_dense_window_stalled", "1 while a window too dense to page through blocks the cursor", registry=r
+        )
+        self.write_refused = Counter(
+            "relay_write_refused",
+            "Writes Redis refused (oom, readonly, noreplicas, misconf): retried, the cursor held",
+            ["reason"],
+            registry=r,
+        )
+        self.write_stalled = Gauge(
+            "relay_write_stalled", "1 from a write Redis refused until a poll writes again", registry=r
+        )
+        self.trimmed = Counter(
+            "relay_trimmed_entries",
+            "Entries the periodic trim dropped, per stream and reason (age: maxStreamAge, length: the cap)",
+            ["stream", "reason"],
+            registry=r,
         )
 
 
@@ -83,6 +105,16 @@ def serve(metrics: Metrics, health: Health, port: int, host: str) -> ThreadingHT
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="relay-http", daemon=True).start()
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Instead of socketserver's traceback on stderr (the logs are JSON lines): a client that left before its
+        answer (a probe's timeout, a scrape cancelled) is nothing to report; anything else is one log line."""
+        exc = sys.exc_info()[1]
+        if exc is None or isinstance(exc, ConnectionError):
+            return
+        log.warning("metrics request failed", extra=logs.fields(error=logs.error_text(exc)))

@@ -47,7 +47,9 @@ class RedisSettings:
     sentinels: tuple[tuple[str, int], ...]
     master_set: str
     db: int
-    #: File holding the password of Redis and the sentinels (rendered by the Vault agent).
+    #: The bridge's ACL user, on the Redis nodes and on the sentinels alike.
+    username: str
+    #: File holding that user's password (rendered by the Vault agent).
     password_file: str
     socket_timeout: float = 2.0
 
@@ -73,7 +75,13 @@ class PublishingSettings:
     retry_backoff: float
     max_retry_backoff: float
     require_replica_ack: bool
+    #: ``MAXLEN ~`` of each priority stream and of the dead-letter stream (derived from Redis's maxmemory).
     max_stream_length: int
+    dead_letter_max_length: int
+    #: Every ``trim_interval`` the active bridge trims every stream to its cap and drops entries older than
+    #: ``max_stream_age`` (seconds), whether or not an event arrives.
+    max_stream_age: float
+    trim_interval: float
     #: How long ``WAIT 1`` may take before the page counts as not acknowledged (and is written again).
     replica_ack_timeout: float = 2.0
 
@@ -119,6 +127,7 @@ class Settings:
                 sentinels=tuple((str(h), int(p)) for h, p in read("redis.sentinels")),
                 master_set=str(read("redis.masterSet")),
                 db=int(read("redis.db")),
+                username=str(read("redis.username")),
                 password_file=str(read("redis.passwordFile")),
             ),
             streams=Streams(
@@ -144,6 +153,9 @@ class Settings:
                 max_retry_backoff=float(read("publishing.maxRetryBackoff")),
                 require_replica_ack=bool(read("publishing.requireReplicaAck")),
                 max_stream_length=int(read("publishing.maxStreamLength")),
+                dead_letter_max_length=int(read("publishing.deadLetterMaxLength")),
+                max_stream_age=float(read("publishing.maxStreamAge")),
+                trim_interval=float(read("publishing.trimInterval")),
             ),
             lease=LeaseSettings(ttl=float(read("lease.ttl")), renew_every=float(read("lease.renewEvery"))),
             metrics_port=int(read("metricsPort")),

@@ -32,8 +32,18 @@ MAX_EVENT_TYPES: Final = 30
 
 class ApiError(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"Event API answered {status}: {message}")
+        """``status`` 0: no HTTP status could be read."""
+        super().__init__(f"Event API answered {status}: {message}" if status else f"Event API: {message}")
         self.status = status
+
+
+class MalformedAnswerError(ApiError):
+    """An answer the Event API does not give: a body that is not JSON or not the response object, a field of the
+    wrong shape, an HTTP response cut short (a proxy's page in between, a ZITADEL that changed its shape). Retried
+    like an outage: nothing of it is used."""
+
+    def __init__(self, message: str, status: int = 200) -> None:
+        super().__init__(status, message)
 
 
 def list_events_body(
@@ -79,7 +89,7 @@ class EventApi:
             self._conn.close()
             self._conn = None
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps(body).encode()
         headers = {
             "Content-Type": "application/json",
@@ -93,15 +103,27 @@ class EventApi:
                 conn.request("POST", self._prefix + path, body=payload, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 # A kept-alive connection the server closed: one fresh attempt, then the caller's backoff.
                 self.close()
-                if attempt == 2:
+                if attempt == 1:
+                    continue
+                if isinstance(exc, OSError):
                     raise
-                continue
+                raise MalformedAnswerError(f"HTTP answer unreadable ({type(exc).__name__})", status=0) from None
             if response.status != 200:
                 raise ApiError(response.status, _error_message(data))
-            return json.loads(data) if data else {}
+            # What the body held stays out of the message (it may carry events' payloads): its size and type say
+            # enough to tell a proxy's page from ZITADEL.
+            what = f"{len(data)} bytes of {response.getheader('Content-Type', 'no content type')}"
+            try:
+                # ZITADEL answers "{}" when it has nothing to say, never an empty body.
+                answer = json.loads(data)
+            except ValueError:  # not JSON (nothing at all included), or not UTF-8
+                raise MalformedAnswerError(f"body is not JSON ({what})") from None
+            if not isinstance(answer, dict):
+                raise MalformedAnswerError(f"body is not a JSON object ({what})")
+            return answer
         raise AssertionError("unreachable")
 
     def list_events(
@@ -120,17 +142,35 @@ class EventApi:
             aggregate_types=aggregate_types,
             event_types=event_types,
         )
-        # Zero values are omitted from ZITADEL's JSON: an empty result is "{}".
-        events = self._post(EVENTS_PATH, body).get("events", [])
-        if not isinstance(events, list):
-            raise ApiError(200, "events is not a list")
-        return events
+        # An event of the wrong shape is the bridge's to dead-letter.
+        return _listed(self._post(EVENTS_PATH, body), "events")
 
     def aggregate_types(self) -> list[str]:
-        return [t["type"] for t in self._post(AGGREGATE_TYPES_PATH, {}).get("aggregateTypes", [])]
+        return _type_names(self._post(AGGREGATE_TYPES_PATH, {}), "aggregateTypes")
 
     def event_types(self) -> list[str]:
-        return [t["type"] for t in self._post(EVENT_TYPES_PATH, {}).get("eventTypes", [])]
+        return _type_names(self._post(EVENT_TYPES_PATH, {}), "eventTypes")
+
+
+def _listed(answer: dict[str, Any], key: str) -> list[Any]:
+    """The list of a response whose only field it is. Zero values are omitted from ZITADEL's JSON, so an empty list
+    is ``{}``; any other object is not the response, and taking it for an empty list would move the cursor past
+    events never read."""
+    if key not in answer and answer:
+        raise MalformedAnswerError(f"an object without {key}")
+    value = answer.get(key, [])
+    if not isinstance(value, list):
+        raise MalformedAnswerError(f"{key} is not a list")
+    return value
+
+
+def _type_names(answer: dict[str, Any], key: str) -> list[str]:
+    """``{key: [{"type": "user", "localized": {...}}, ...]}``: the names. An entry without one spoils the list: a
+    split that silently left out a type would skip that type's events."""
+    names = [entry.get("type") if isinstance(entry, dict) else None for entry in _listed(answer, key)]
+    if not all(isinstance(name, str) and name for name in names):
+        raise MalformedAnswerError(f"{key}: an entry without a type name")
+    return [str(name) for name in names]
 
 
 def _error_message(data: bytes) -> str:

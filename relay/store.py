@@ -56,8 +56,9 @@ if tonumber(ARGV[1]) > current then
 end
 return 0
 """
-#: Take the lease if it is free, renew it if we hold it.
-LEASE_SCRIPT: Final = """
+#: Take the lease if it is free, renew it if we hold it. ``allow-oom``: the holder keeps its lease while Redis refuses
+#: writes for memory, so that its trims (``XTRIM`` is never refused for memory) can free some.
+LEASE_SCRIPT: Final = """#!lua flags=allow-oom
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -97,6 +98,20 @@ def seen_key(instance: str, bucket: int) -> str:
 
 def seen_horizon_key(instance: str) -> str:
     return f"relay:{instance}:seen-horizon"
+
+
+#: Error replies with which Redis refuses a write it would take otherwise: out of memory, a read-only replica, too few
+#: replicas (``min-replicas-to-write``), a failed disk write (AOF, RDB). The write is not done: retry it, never pass it.
+_REFUSALS: Final = {"OOM": "oom", "READONLY": "readonly", "NOREPLICAS": "noreplicas", "MISCONF": "misconf"}
+
+
+def write_refusal(exc: BaseException) -> str | None:
+    """Why Redis refused a write (``oom``, ``readonly``, ``noreplicas``, ``misconf``), or None for other failures."""
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    # redis-py strips the code of the replies it has a class for (OOM, READONLY), and keeps it in status_code.
+    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+    return _REFUSALS.get(code)
 
 
 class NotAcknowledged(redis.RedisError):
@@ -142,24 +157,33 @@ def _resp(*args: str) -> bytes:
     return b"".join(parts)
 
 
-class PasswordFile(CredentialProvider):
-    """The password of Redis and the sentinels, read from the file the Vault agent renders on every (re)connect:
-    a rotated password reaches the bridge with its next connection, without a restart."""
+class AclCredentials(CredentialProvider):
+    """``AUTH username password`` for Redis and the sentinels, the password read from the file the Vault agent
+    renders on every (re)connect: a rotated password reaches the bridge with its next connection, without a
+    restart."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, username: str, password_file: str) -> None:
+        self.username = username
+        self.password_file = password_file
 
-    def get_credentials(self) -> tuple[str]:
-        return (read_secret_file(self.path),)
+    def get_credentials(self) -> tuple[str, str]:
+        return (self.username, read_secret_file(self.password_file))
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
     """The master of the Sentinel set, in the events DB; redis-py asks the sentinels again after a failover."""
-    credentials = PasswordFile(settings.password_file)
+    credentials = AclCredentials(settings.username, settings.password_file)
     sentinel = Sentinel(
         list(settings.sentinels),
-        socket_timeout=settings.socket_timeout,
-        sentinel_kwargs={"credential_provider": credentials, "socket_timeout": settings.socket_timeout},
+        sentinel_kwargs={
+            "credential_provider": credentials,
+            "socket_timeout": settings.socket_timeout,
+            "socket_connect_timeout": settings.socket_timeout,
+            # One attempt per sentinel per discovery. redis-py's default (10 retries with backoff) keeps asking a
+            # sentinel that does not answer for about 11 socket timeouts before it asks the next one; the bridge's
+            # loop already retries the whole discovery with its backoff.
+            "retry": Retry(NoBackoff(), 0),
+        },
     )
     client: redis.Redis = sentinel.master_for(
         settings.master_set,
@@ -185,12 +209,15 @@ class Store:
         batch_size: int,
         require_replica_ack: bool,
         replica_ack_timeout_ms: int,
+        dead_letter_cap: tuple[str, int] | None = None,
     ) -> None:
         self.client = client
         self.instance = instance
         #: How far behind the cursor (in creation date) the dedup records are kept.
         self.dedup_keep_us = dedup_keep_us
+        #: ``MAXLEN ~`` of every stream, but the dead-letter stream's own (``dead_letter_cap``: its name and cap).
         self.max_stream_length = max_stream_length
+        self.dead_letter_cap = dead_letter_cap
         self.batch_size = batch_size
         self.require_replica_ack = require_replica_ack
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
@@ -225,10 +252,12 @@ class Store:
         for every reply before it sends more)."""
         sha = self._sha(WRITE_SCRIPT)
         horizon, maxlen = seen_horizon_key(self.instance), str(self.max_stream_length)
+        dead_letter, dead_letter_maxlen = self.dead_letter_cap or ("", 0)
         commands = [
             _resp(
                 "EVALSHA", sha, "3", seen_key(self.instance, item.bucket), item.stream, horizon,
-                item.dedup, str(item.bucket), maxlen, item.packed,
+                item.dedup, str(item.bucket), str(dead_letter_maxlen) if item.stream == dead_letter else maxlen,
+                item.packed,
             )
             for item in items
         ]
@@ -265,6 +294,23 @@ class Store:
             # page's dedup records (acknowledged with it) turn that read into duplicates skipped.
             self.client.evalsha(self._sha(CURSOR_SCRIPT), 1, cursor_key(self.instance), str(cursor))
         return result
+
+    def trim(self, caps: dict[str, int], min_id_ms: int) -> dict[tuple[str, str], int]:
+        """Drop each stream's entries older than ``min_id_ms`` (entry IDs are Redis's clock in milliseconds), then
+        those beyond its cap; both approximately (``~``: whole nodes only, cheap). Returns the entries dropped per
+        ``(stream, "age" | "length")``. Redis drops at most 10,000 entries per call (``~``'s default limit): call
+        again until nothing is left."""
+        dropped: dict[tuple[str, str], int] = {}
+        for stream, cap in caps.items():
+            dropped[(stream, "age")] = self._trim_all(stream, minid=f"{min_id_ms}-0")
+            dropped[(stream, "length")] = self._trim_all(stream, maxlen=cap)
+        return dropped
+
+    def _trim_all(self, stream: str, *, maxlen: int | None = None, minid: str | None = None) -> int:
+        total = 0
+        while count := int(self.client.xtrim(stream, maxlen=maxlen, minid=minid, approximate=True)):
+            total += count
+        return total
 
     def prune_seen(self) -> int:
         """Delete the dedup buckets older than ``dedup_keep_us`` behind the stored cursor; the number deleted.

@@ -16,7 +16,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from stacks import dblayout, names
+from stacks import capacity, dblayout, names
 
 Environment = Literal["dev", "prod"]
 
@@ -49,6 +49,9 @@ def _quantity(value: str) -> str:
 _QUANTITY_FACTORS = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
 }
+
+
+_MIB: Final = 2**20
 
 
 def quantity_bytes(value: str) -> int:
@@ -294,6 +297,15 @@ class RedisConfig(Model):
     #: client output buffers, the AOF rewrite's copy-on-write pages and the allocator's fragmentation.
     maxmemory_percent: Annotated[int, Field(ge=10, le=90)] = 70
 
+    @property
+    def maxmemory_bytes(self) -> int | None:
+        """``maxmemory``: ``maxmemoryPercent`` of the redis container's memory limit, rounded down to whole MiB (the
+        unit redis.conf gets); None without a limit."""
+        limit = self.resources.redis.limits.memory
+        if limit is None:
+            return None
+        return quantity_bytes(limit) * self.maxmemory_percent // 100 // _MIB * _MIB
+
 
 # --- zitadel -------------------------------------------------------------------------------------------------------
 
@@ -481,8 +493,44 @@ class EventPublishing(Model):
 
 
 class EventPerformance(Model):
-    #: Approximate cap of each stream (``XADD MAXLEN ~``).
-    max_stream_length: PositiveInt = 1_000_000
+    #: Approximate cap (``MAXLEN ~``) of each priority stream; unset: derived from maxmemory (``events.capacity``). A
+    #: rule refuses a cap whose entries, at ``events.capacity.entryBytes``, could exceed the streams' share.
+    max_stream_length: PositiveInt | None = None
+    #: Approximate cap of the dead-letter stream; unset: derived likewise, at ``deadLetterEntryBytes``.
+    dead_letter_max_length: PositiveInt | None = None
+
+
+#: A share of ``maxmemory`` in whole percent.
+Percent = Annotated[int, Field(ge=1, le=100)]
+
+
+class EventCapacity(Model):
+    """How the events' data shares each Redis's ``maxmemory`` with the keys Redis may evict (README, "Capacity: one
+    Redis, three workloads"). The streams, the dead-letter stream and the dedup records have no TTL and are never
+    evicted: each gets a share, and the caps derive from it. The shares add up to at most 100."""
+
+    #: The three priority streams together; each stream's cap is a third of it at ``entryBytes`` per entry.
+    streams_percent: Percent = 50
+    #: The dead-letter stream, at ``deadLetterEntryBytes`` per entry.
+    dead_letter_percent: Percent = 5
+    #: The relay's dedup records (kept ``events.source.dedupTtl`` behind its cursor): they must hold
+    #: ``peakEventRate`` over that time plus two 10-minute buckets, at ``dedupRecordBytes`` each.
+    dedup_percent: Percent = 10
+    #: What the keys Redis may evict can count on — the rate-limit counters (DB 0), ZITADEL's cache objects — and
+    #: Redis's own memory (about 1.3 MB empty, the replication backlog, scripts, client buffers).
+    reserve_percent: Annotated[int, Field(ge=10, le=100)] = 35
+    #: Memory budgeted per stream entry, dead-letter entry and dedup record: measured with a margin
+    #: (``stacks/capacity.py``); a rule refuses less than the measured size.
+    entry_bytes: PositiveInt = capacity.ENTRY_BYTES
+    dead_letter_entry_bytes: PositiveInt = capacity.DEAD_LETTER_ENTRY_BYTES
+    dedup_record_bytes: PositiveInt = capacity.DEDUP_RECORD_BYTES
+    #: The highest ZITADEL event rate (events/s, sustained over the dedup window; a backfill replays history at its
+    #: own density) the dedup share is sized for.
+    peak_event_rate: PositiveInt
+    #: The relay trims entries older than this from every stream, the dead-letter stream included.
+    max_stream_age: GoDuration = "168h"
+    #: How often the active relay trims every stream by age and by cap, without waiting for a new event.
+    trim_interval: GoDuration = "1m"
 
 
 class EventSource(Model):
@@ -536,6 +584,7 @@ class EventsConfig(Model):
     streams: EventStreams = EventStreams()
     publishing: EventPublishing = EventPublishing()
     performance: EventPerformance = EventPerformance()
+    capacity: EventCapacity
     source: EventSource = EventSource()
     relay: EventRelay
 
@@ -564,7 +613,8 @@ class RateLimitRule(Model):
     unit: RateLimitUnit
     #: One bucket per client address (as ``edge.clientIpDetection`` finds it).
     per_client_ip: bool = False
-    #: One bucket per distinct value of each header; a request without one of them skips the rule.
+    #: One bucket per distinct value of each header; a request without one of them skips the rule. Only headers the
+    #: gateway writes from a verified JWT claim (``edge.jwt.claimHeaders``): a client-sent header is any value.
     per_headers: tuple[HeaderName, ...] = ()
     #: Only requests whose path starts with one of these (at a ``/`` or ``?``), all counted together.
     paths: tuple[PathPrefix, ...] = ()
@@ -584,6 +634,11 @@ class EdgeRateLimit(Model):
     expiration_jitter_max_seconds: Annotated[int, Field(ge=0, le=60)] = 10
     #: The address ranges per-client-IP rules cover, one Envoy Gateway rule each (a selector takes one range).
     client_cidrs: tuple[Cidr, ...] = ("0.0.0.0/0", "::/0")
+    #: The bits of a client address that name its per-client-IP bucket. IPv6: 64, since one subscriber usually holds
+    #: a whole /64 and would otherwise get 2^64 buckets; IPv4: 32, one bucket per address. Shorter than the full
+    #: length, the program patches Envoy Gateway's xDS (README, "Rate limits at the edge").
+    ipv4_prefix_length: Annotated[int, Field(ge=16, le=32)] = 32
+    ipv6_prefix_length: Annotated[int, Field(ge=32, le=128)] = 64
     rules: tuple[RateLimitRule, ...]
 
     def expanded(self) -> list[tuple[RateLimitRule, str | None]]:
@@ -604,7 +659,8 @@ class ClaimHeader(Model):
 
 class EdgeJwt(Model):
     """Claims of valid ZITADEL JWT access tokens copied into headers the rules key on. Requests without a JWT (or
-    with an opaque token) pass unchanged: the gateway authenticates nobody, ZITADEL does."""
+    with an opaque token, ZITADEL's default) pass unchanged and skip those rules: the gateway authenticates nobody,
+    ZITADEL does."""
 
     enabled: bool = True
     claim_headers: tuple[ClaimHeader, ...] = (
@@ -691,6 +747,25 @@ class StackConfig(Model):
             databases=self.redis.databases,
             redis_caches=self.zitadel.cache.redis_caches,
         )
+
+    @property
+    def stream_caps(self) -> capacity.StreamCaps:
+        """Each priority stream's cap and the dead-letter stream's: explicit (``events.performance``), else derived
+        from maxmemory and ``events.capacity``. Without a memory limit only explicit caps exist (a rule requires a
+        limit)."""
+        performance, shares = self.events.performance, self.events.capacity
+        maxmemory = self.redis.maxmemory_bytes
+        streams, dead_letter = performance.max_stream_length, performance.dead_letter_max_length
+        if maxmemory is not None:
+            if streams is None:
+                streams = capacity.stream_cap(maxmemory, shares.streams_percent, shares.entry_bytes)
+            if dead_letter is None:
+                dead_letter = capacity.dead_letter_cap(
+                    maxmemory, shares.dead_letter_percent, shares.dead_letter_entry_bytes
+                )
+        if streams is None or dead_letter is None:
+            raise ValueError("stream caps derive from redis.resources.redis.limits.memory, and it is not set")
+        return capacity.StreamCaps(max_stream_length=streams, dead_letter_max_length=dead_letter)
 
     @property
     def failover_seconds(self) -> float:

@@ -106,8 +106,6 @@ ZITADEL_GRPC_ROUTE: Final = f"{ZITADEL_FULLNAME}-grpc"
 ZITADEL_LOGIN_ROUTE: Final = ZITADEL_LOGIN_FULLNAME
 #: ZITADEL reads request headers with this prefix (``x-zitadel-orgid``, ``x-zitadel-public-host``, ...).
 ZITADEL_HEADER_PREFIX: Final = "x-zitadel-"
-#: The organization a request acts on (``internal/api/http``'s ``ZitadelOrgID``): a per-organization bucket key.
-ZITADEL_ORG_HEADER: Final = "x-zitadel-orgid"
 
 # --- Edge (Envoy Gateway) ---------------------------------------------------------------------------------------------
 #: The chart's name: its controller's ``app.kubernetes.io/name`` label.
@@ -124,11 +122,13 @@ EDGE_GATEWAY: Final = "identity-edge"
 EDGE_CLIENT_TRAFFIC_POLICY: Final = "identity-edge-clients"
 EDGE_RATE_LIMIT_POLICY: Final = "zitadel-rate-limits"
 EDGE_JWT_POLICY: Final = "zitadel-jwt-claims"
+#: The EnvoyPatchPolicy that keys per-client-IP buckets on a client's network (``edge.rateLimit.ipv6PrefixLength``).
+EDGE_CLIENT_NETWORK_PATCH: Final = "identity-edge-client-networks"
 #: The ratelimit Deployment Envoy Gateway runs (``internal/infrastructure/kubernetes/ratelimit``).
 EDGE_RATE_LIMIT_DEPLOYMENT: Final = "envoy-ratelimit"
-#: The Redis password for the ratelimit pods (which read it only from their environment).
+#: The ratelimit pods' Redis credentials, ``user:password`` (they read them only from their environment).
 RATE_LIMIT_REDIS_SECRET: Final = "ratelimit-redis"
-RATE_LIMIT_REDIS_SECRET_KEY: Final = "password"
+RATE_LIMIT_REDIS_SECRET_KEY: Final = "auth"
 #: On the ratelimit pods: a digest of that password, so that a rotation rolls them.
 RATE_LIMIT_PASSWORD_DIGEST_ANNOTATION: Final = "blinkchamber.io/redis-password-sha256"
 #: The request headers the gateway copies ZITADEL JWT claims into (``edge.jwt.claimHeaders``): the token's user
@@ -175,6 +175,41 @@ ZITADEL_SECRET_NAME: Final = "zitadel"
 ZITADEL_MASTERKEY_VAULT_KEY: Final = "masterkey"
 DATABASE_SECRET_NAME: Final = "zitadel-database"
 DATABASE_SECRET_KEY: Final = "dsn"
+#: Redis ACL users (components/redis_acl.py has their rules): one per client, each with its own generated password in
+#: the KV folder ``redis-users/<user>`` (key ``password``). ``default`` keeps the password at ``redis`` and is the
+#: chart's own (replication, the sentinels, probes); no client logs in with it.
+REDIS_DEFAULT_USER: Final = "default"
+REDIS_ZITADEL_USER: Final = "zitadel"
+REDIS_RELAY_USER: Final = "event-relay"
+REDIS_RATE_LIMIT_USER: Final = "ratelimit"
+REDIS_EXPORTER_USER: Final = "exporter"
+REDIS_CONSUMER_USER: Final = "event-consumer"
+#: Every client user, each with a password of its own.
+REDIS_CLIENT_USERS: Final = (
+    REDIS_ZITADEL_USER,
+    REDIS_RELAY_USER,
+    REDIS_RATE_LIMIT_USER,
+    REDIS_EXPORTER_USER,
+    REDIS_CONSUMER_USER,
+)
+REDIS_USERS_SECRET_FOLDER: Final = "redis-users"
+#: The SHA-256 of every Redis user's password (key: the user name), the only thing the Redis pods read of them.
+REDIS_ACL_SECRET_NAME: Final = "redis-acl"
+#: The injector files the Redis pods load: the ACL file of redis-server and the sentinels' client users.
+REDIS_ACL_INJECT_NAME: Final = "redis-users.acl"
+SENTINEL_ACL_INJECT_NAME: Final = "sentinel-users.conf"
+#: The exporter sidecar's password, as redis_exporter's password file takes it (JSON: address → password).
+REDIS_EXPORTER_INJECT_NAME: Final = "redis-exporter.json"
+#: Where the chart's exporter sidecar scrapes (redis_exporter's default ``REDIS_ADDR``; the chart sets it only with
+#: TLS), and the same address with the user in it, as redis_exporter 1.76 looks the password file up.
+REDIS_EXPORTER_ADDRESSES: Final = ("redis://localhost:6379", "redis://exporter@localhost:6379")
+#: On the Redis pod template: the KV version of the hashes, so that a rotated client password rolls Redis.
+REDIS_ACL_VERSION_ANNOTATION: Final = "blinkchamber.io/redis-acl-version"
+#: The consumers' policy: product workers' Kubernetes-auth roles attach it to read the consumer user's password.
+CONSUMER_VAULT_POLICY: Final = "event-consumer-read"
+#: Key prefixes in the events DB: the bridge's cursor, lease and dedup records; the consumers' dedup records.
+RELAY_KEY_PREFIX: Final = "relay:"
+CONSUMER_KEY_PREFIX: Final = "consumer:"
 #: Injector secret names; the injector lower-cases them into the file name under /vault/secrets.
 REDIS_INJECT_NAME: Final = "redis-password"
 ZITADEL_INJECT_NAME: Final = "zitadel-secrets"
@@ -233,6 +268,10 @@ class VaultNames:
         """The KV v2 path that lists a secret's keys, never its values (``secret/subkeys/zitadel-database``)."""
         return f"{self.kv_mount}/subkeys/{secret}"
 
+    def metadata_path(self, secret: str) -> str:
+        """The KV v2 path of a secret's metadata: its versions, never its values (``secret/metadata/redis``)."""
+        return f"{self.kv_mount}/metadata/{secret}"
+
     def kubernetes_role_path(self, role: str) -> str:
         """The API path of a role of the Kubernetes auth backend (``auth/kubernetes/role/dev-redis-role``)."""
         return f"auth/{self.kubernetes_auth_path}/role/{role}"
@@ -279,6 +318,10 @@ class VaultNames:
         return self.scoped(RELAY_VAULT_POLICY)
 
     @property
+    def consumer_policy(self) -> str:
+        return self.scoped(CONSUMER_VAULT_POLICY)
+
+    @property
     def ci_policy(self) -> str:
         return self.scoped(CI_VAULT_POLICY)
 
@@ -297,6 +340,14 @@ class VaultNames:
     @property
     def relay_secret(self) -> str:
         return self.secret(RELAY_SECRET_NAME)
+
+    @property
+    def redis_acl_secret(self) -> str:
+        return self.secret(REDIS_ACL_SECRET_NAME)
+
+    def redis_user_secret(self, user: str) -> str:
+        """A Redis client user's password (``redis-users/zitadel``)."""
+        return self.secret(f"{REDIS_USERS_SECRET_FOLDER}/{user}")
 
     @property
     def database_secret(self) -> str:
@@ -322,6 +373,13 @@ class VaultNames:
         return self.kv_path(self.database_secret)
 
     @property
+    def redis_acl_path(self) -> str:
+        return self.kv_path(self.redis_acl_secret)
+
+    def redis_user_path(self, user: str) -> str:
+        return self.kv_path(self.redis_user_secret(user))
+
+    @property
     def relay_token_path(self) -> str:
         """The event relay's ZITADEL personal access token."""
         return self.kv_path(self.relay_secret)
@@ -329,8 +387,22 @@ class VaultNames:
     def owned(self) -> frozenset[str]:
         """The API path of every object this stack may write and delete: what no other stack on its Vault may use."""
         roles = (self.redis_role, self.zitadel_role, self.relay_role)
-        policies = (self.redis_policy, self.zitadel_policy, self.relay_policy, self.ci_policy, self.ci_preview_policy)
-        secrets = (self.redis_secret, self.masterkey_secret, self.relay_secret, self.secret(DATABASE_SECRET_NAME))
+        policies = (
+            self.redis_policy,
+            self.zitadel_policy,
+            self.relay_policy,
+            self.consumer_policy,
+            self.ci_policy,
+            self.ci_preview_policy,
+        )
+        secrets = (
+            self.redis_secret,
+            self.redis_acl_secret,
+            *(self.redis_user_secret(user) for user in REDIS_CLIENT_USERS),
+            self.masterkey_secret,
+            self.relay_secret,
+            self.secret(DATABASE_SECRET_NAME),
+        )
         return frozenset(
             [self.kubernetes_role_path(role) for role in roles]
             + [self.ci_role_path(role) for role in (self.ci_role, self.ci_preview_role)]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from pydantic.alias_generators import to_camel
 
+from stacks import capacity
 from stacks.config import SENTINEL_ELECTION_SECONDS, Resources, StackConfig, duration_seconds
 from stacks.names import REDIS_NAMESPACE, ZITADEL_HEADER_PREFIX, VaultNames
 from stacks.versions import is_exact_version, is_pinned_tag
@@ -213,8 +214,6 @@ def _edge(cfg: StackConfig) -> Iterator[Violation]:
                     f"{key}.perHeaders",
                     f"{header} carries credentials: keyed on it, they would become Redis key names",
                 )
-            if header in claim_headers and not edge.jwt.enabled:
-                yield f"{key}.perHeaders", f"{header} is only set from a JWT claim, and edge.jwt.enabled is false"
         if rule.per_client_ip and not limits.client_cidrs:
             yield "edge.rateLimit.clientCidrs", f"rule {rule.name!r} is per client IP: it needs an address range"
     if len(limits.expanded()) > _MAX_GATEWAY_RULES:
@@ -236,6 +235,27 @@ def _edge(cfg: StackConfig) -> Iterator[Violation]:
             yield "edge.namespace", f"the gateway needs its own namespace, not {other} {namespace!r}"
 
 
+def _edge_rule_keys(cfg: StackConfig) -> Iterator[Violation]:
+    """A bucket key the client chooses is no limit: sending another's value burns their bucket, a fresh value gets a
+    fresh one. Rules key only on headers the gateway itself writes from a verified JWT claim (client copies removed)."""
+    jwt = cfg.edge.jwt
+    claim_headers = [claim.header for claim in jwt.claim_headers]
+    for index, rule in enumerate(cfg.edge.rate_limit.rules):
+        for header in rule.per_headers:
+            if header not in claim_headers:
+                yield (
+                    f"edge.rateLimit.rules[{index}].perHeaders",
+                    f"rule {rule.name!r} keys on {header}, which the client sends: only headers the gateway writes "
+                    f"from a verified JWT claim (edge.jwt.claimHeaders: {', '.join(claim_headers) or 'none'})",
+                )
+            elif not jwt.enabled:
+                yield (
+                    f"edge.rateLimit.rules[{index}].perHeaders",
+                    f"rule {rule.name!r} keys on {header}, which only a verified JWT claim sets, and edge.jwt.enabled "
+                    "is false",
+                )
+
+
 def _edge_prod(cfg: StackConfig) -> Iterator[Violation]:
     if not cfg.is_prod:
         return
@@ -255,6 +275,82 @@ def _edge_prod(cfg: StackConfig) -> Iterator[Violation]:
         yield "edge.chart.version", f"prod requires an exact chart version, not {edge.chart.version!r}"
     for name, res in edge.resources:
         yield from _explicit_resources(f"edge.resources.{to_camel(name)}", res)
+
+
+def _event_capacity(cfg: StackConfig) -> Iterator[Violation]:
+    """The events' data has no TTL: its shares of maxmemory, and the caps that keep it inside them, must leave the
+    reserve to the keys Redis may evict (README, "Capacity: one Redis, three workloads")."""
+    c, performance = cfg.events.capacity, cfg.events.performance
+    key = "events.capacity"
+    shares = (c.streams_percent, c.dead_letter_percent, c.dedup_percent, c.reserve_percent)
+    if sum(shares) > 100:
+        yield (
+            key,
+            f"the shares add up to {sum(shares)} % of maxmemory (streamsPercent {c.streams_percent} + "
+            f"deadLetterPercent {c.dead_letter_percent} + dedupPercent {c.dedup_percent} + reservePercent "
+            f"{c.reserve_percent}): at most 100",
+        )
+    for field, budget, measured, what in (
+        ("entryBytes", c.entry_bytes, capacity.MEASURED_ENTRY_BYTES, "a user.human.added entry"),
+        (
+            "deadLetterEntryBytes",
+            c.dead_letter_entry_bytes,
+            capacity.MEASURED_DEAD_LETTER_ENTRY_BYTES,
+            "a consumer's dead letter of a user.human.added entry",
+        ),
+        ("dedupRecordBytes", c.dedup_record_bytes, capacity.MEASURED_DEDUP_RECORD_BYTES, "a dedup record"),
+    ):
+        if budget < measured:
+            yield (
+                f"{key}.{field}",
+                f"{budget} B is less than {what} takes ({measured} B, measured: stacks/capacity.py): the caps "
+                "derived from it would overrun their share",
+            )
+    for field, value in (("maxStreamAge", c.max_stream_age), ("trimInterval", c.trim_interval)):
+        if duration_seconds(value) <= 0:
+            yield f"{key}.{field}", f"must be positive, not {value}"
+    maxmemory = cfg.redis.maxmemory_bytes
+    if maxmemory is None:
+        return  # _redis_memory names the missing limit
+    mib = maxmemory // 2**20
+    for field, cap, percent, entry, largest, count in (
+        (
+            "maxStreamLength",
+            performance.max_stream_length,
+            c.streams_percent,
+            c.entry_bytes,
+            capacity.stream_cap(maxmemory, c.streams_percent, c.entry_bytes),
+            capacity.PRIORITY_STREAMS,
+        ),
+        (
+            "deadLetterMaxLength",
+            performance.dead_letter_max_length,
+            c.dead_letter_percent,
+            c.dead_letter_entry_bytes,
+            capacity.dead_letter_cap(maxmemory, c.dead_letter_percent, c.dead_letter_entry_bytes),
+            1,
+        ),
+    ):
+        share = capacity.share_bytes(maxmemory, percent)
+        if cap is not None and cap * count * entry > share:
+            streams = "each of the 3 priority streams" if count > 1 else "the dead-letter stream"
+            yield (
+                f"events.performance.{field}",
+                f"{cap:,} entries in {streams} at {entry:,} B take {cap * count * entry:,} B, more than their share "
+                f"({percent} % of maxmemory {mib} MiB = {share:,} B): at most {largest:,}, or unset to derive it",
+            )
+    dedup_ttl = duration_seconds(cfg.events.source.dedup_ttl)
+    window = capacity.dedup_window_seconds(dedup_ttl)
+    need = c.peak_event_rate * window * c.dedup_record_bytes
+    share = capacity.share_bytes(maxmemory, c.dedup_percent)
+    if need > share:
+        yield (
+            f"{key}.peakEventRate",
+            f"{c.peak_event_rate:,} events/s hold {need:,.0f} B of dedup records ({window:g} s of them: "
+            f"events.source.dedupTtl and two 10-minute buckets, at {c.dedup_record_bytes:,} B), more than the dedup "
+            f"share ({c.dedup_percent} % of maxmemory {mib} MiB = {share:,} B): at most "
+            f"{capacity.dedup_rate_limit(maxmemory, c.dedup_percent, c.dedup_record_bytes, dedup_ttl)} events/s",
+        )
 
 
 def _redis_memory(cfg: StackConfig) -> Iterator[Violation]:
@@ -460,8 +556,10 @@ RULES: RuleTable = (
     (_circuit_breaker, frozenset({"redis", "zitadel"})),
     (_postgres_image, frozenset({"zitadel"})),
     (_edge, frozenset({"edge", "zitadel"})),
+    (_edge_rule_keys, frozenset({"edge"})),
     (_edge_prod, frozenset({"edge"})),
     (_redis_memory, frozenset({"redis"})),
+    (_event_capacity, frozenset({"events", "redis"})),
     (_prod_target, frozenset({"kubernetes"})),
     (_ownership, frozenset({"kubernetes", "redis", "zitadel", "edge"})),
     (_api_server, frozenset({"kubernetes"})),

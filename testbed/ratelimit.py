@@ -22,7 +22,12 @@ envoyproxy/gateway v1.9.0, ``internal/xds/translator/ratelimit.go``:
 - then, in this order (L288-298): each header match (Distinct: ``rule-<d>-match-<m>`` with the header's value,
   L374-383), the method, the path (``rule-<d>-path`` both ways, L459-481), the CIDR (``masked_remote_address`` with
   the CIDR, then for Distinct ``remote_address`` with the client address, L548-559); ``d`` counts the rules of the
-  same sharedness before it (L806-820).
+  same sharedness before it (L806-820);
+- L534-545: the Distinct ``remote_address`` value is the formatter ``%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%``, the
+  whole address. The program's EnvoyPatchPolicy (``components/edge_objects.py``) turns it into
+  ``%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT(<length>)%`` for one address family, which Envoy >= 1.38 renders as the
+  client's network in CIDR notation (changelog 1.38.0, area formatter: ``10.1.10.23`` with 16 gives ``10.1.0.0/16``);
+  ``prefix_lengths`` says which families are patched and to what length.
 
 Envoy drops a descriptor when one of its actions cannot produce an entry (a missing header, a path or address that
 does not match), so the rule does not apply to that request.
@@ -65,11 +70,26 @@ def domain_of(policy_namespace: str, policy_name: str) -> str:
     return f"{policy_namespace}/{policy_name}"
 
 
+def client_value(client: str, prefix_lengths: Mapping[int, int]) -> str:
+    """The ``remote_address`` value: the address, or its network (``2001:db8:1:2::/64``) when its family is masked."""
+    address = ipaddress.ip_address(client)
+    length = prefix_lengths.get(address.version)
+    if length is None:
+        return client
+    return ipaddress.ip_network(f"{address}/{length}", strict=False).with_prefixlen
+
+
 def descriptor(
-    policy_namespace: str, policy_name: str, rule_index: int, rule: Mapping[str, Any], request: Request
+    policy_namespace: str,
+    policy_name: str,
+    rule_index: int,
+    rule: Mapping[str, Any],
+    request: Request,
+    prefix_lengths: Mapping[int, int] | None = None,
 ) -> list[Entry] | None:
     """The descriptor Envoy sends for ``rule`` (the ``rule_index``-th of a BackendTrafficPolicy, every rule shared),
-    or ``None`` when the rule does not apply to ``request``."""
+    or ``None`` when the rule does not apply to ``request``. ``prefix_lengths``: IP version → mask of the patched
+    Distinct address value (none: the whole address, Envoy Gateway's own)."""
     if rule.get("shared") is not True:
         raise NotImplementedError("only shared rules: the program declares no other kind")
     name = f"{policy_namespace}/{policy_name}/rule/{rule_index}"
@@ -95,7 +115,7 @@ def descriptor(
                 return None
             entries.append(("masked_remote_address", cidr["value"]))
             if cidr.get("type") == "Distinct":
-                entries.append(("remote_address", request.client))
+                entries.append(("remote_address", client_value(request.client, prefix_lengths or {})))
     return entries
 
 

@@ -24,9 +24,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from components import redis_settings
+from components import redis_acl, redis_settings
+from components.redis_acl import RedisUser
 from stacks import names
-from stacks.config import RedisConfig
+from stacks.config import EdgeRateLimit, EventStreams, RedisConfig
 
 # Re-exported for the modules that take the loopback facts from the bed.
 from testbed.loopback import HOST as HOST
@@ -48,6 +49,18 @@ def new_password() -> str:
     return secrets.token_urlsafe(36)
 
 
+#: The ACL users' files in each process's folder, as the Vault agent renders them into the pods.
+ACL_FILE = "users.acl"
+SENTINEL_USERS_FILE = "sentinel-users.conf"
+
+
+def default_users() -> tuple[RedisUser, ...]:
+    """The client users of a stack with the default stream names and counter prefix."""
+    s = EventStreams()
+    prefix = EdgeRateLimit.model_fields["key_prefix"].default
+    return redis_acl.client_users((s.high, s.normal, s.low, s.dead_letter), prefix)
+
+
 def redis_conf(cfg: RedisConfig, *, port: int, workdir: Path, password: str, replica_of: int | None) -> str:
     lines = [
         f"port {port}",
@@ -55,8 +68,10 @@ def redis_conf(cfg: RedisConfig, *, port: int, workdir: Path, password: str, rep
         "protected-mode yes",
         f'dir "{workdir}"',
         f'logfile "{workdir / "redis.log"}"',
+        # The chart passes --requirepass; with an ACL file Redis takes ``default``'s password from the file instead.
         f"requirepass {password}",
         f"masterauth {password}",
+        f'aclfile "{workdir / ACL_FILE}"',
         # Announce the address the other processes use (the chart announces pod hostnames).
         f"replica-announce-ip {HOST}",
     ]
@@ -84,6 +99,8 @@ def sentinel_conf(cfg: RedisConfig, *, port: int, workdir: Path, password: str, 
                 f"sentinel parallel-syncs {s.master_set} {s.parallel_syncs}",
                 # auth.sentinel: the sentinels themselves require the password.
                 f"requirepass {password}",
+                # The clients' Sentinel users, as the chart's sentinel.configuration includes them.
+                f'include "{workdir / SENTINEL_USERS_FILE}"',
             ]
         )
         + "\n"
@@ -151,12 +168,17 @@ class RedisBed:
     cfg: RedisConfig
     root: Path
     password: str = field(default_factory=new_password)
+    #: The client users (``components.redis_acl``) and a fresh password for each.
+    users: tuple[RedisUser, ...] = field(default_factory=default_users)
+    user_passwords: dict[str, str] = field(default_factory=dict)
     nodes: list[Process] = field(default_factory=list)
     sentinels: list[Process] = field(default_factory=list)
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
     def start(self, *, with_sentinels: bool = True) -> RedisBed:
+        for user in self.users:
+            self.user_passwords.setdefault(user.name, new_password())
         try:
             master_port = free_port()
             for index in range(self.cfg.nodes):
@@ -197,6 +219,7 @@ class RedisBed:
         conf = workdir / "redis.conf"
         conf.write_text(redis_conf(self.cfg, port=port, workdir=workdir, password=self.password, replica_of=replica_of))
         conf.chmod(0o600)
+        self._write_private(workdir / ACL_FILE, redis_acl.acl_lines(self.users, self._hash))
         return Process(f"redis-{index}", port, workdir, conf, ["redis-server", str(conf)])
 
     def _sentinel(self, index: int, master_port: int) -> Process:
@@ -208,7 +231,17 @@ class RedisBed:
             sentinel_conf(self.cfg, port=port, workdir=workdir, password=self.password, master_port=master_port)
         )
         conf.chmod(0o600)
+        self._write_private(workdir / SENTINEL_USERS_FILE, redis_acl.sentinel_lines(self.users, self._hash))
         return Process(f"sentinel-{index}", port, workdir, conf, ["redis-sentinel", str(conf)])
+
+    def _hash(self, user: str) -> str:
+        password = self.password if user == names.REDIS_DEFAULT_USER else self.user_passwords[user]
+        return redis_acl.password_sha256(password)
+
+    @staticmethod
+    def _write_private(path: Path, text: str) -> None:
+        path.write_text(text)
+        path.chmod(0o600)
 
     def restart(self, node: Process) -> None:
         """Start a stopped node again with its own config file and data dir (a container restart)."""
@@ -228,6 +261,27 @@ class RedisBed:
         }
         return redis.Redis(
             host=HOST, port=port, db=db, password=self.password if password == "" else password, **settings
+        )
+
+    def user_client(self, user: str, port: int | None = None, db: int = 0, **options: Any) -> redis.Redis:
+        """A single-address client logged in as one of the client users (on the master unless ``port``)."""
+        return self.client(
+            self.nodes[0].port if port is None else port,
+            db=db,
+            username=user,
+            password=self.user_passwords[user],
+            **options,
+        )
+
+    def user_sentinel(self, user: str) -> Sentinel:
+        """Every sentinel, and the master they name, as one of the client users (its own user on both)."""
+        credentials = {"username": user, "password": self.user_passwords[user]}
+        return Sentinel(
+            [(HOST, s.port) for s in self.sentinels],
+            socket_timeout=1,
+            sentinel_kwargs={**credentials, "socket_timeout": 1},
+            decode_responses=True,
+            **credentials,
         )
 
     def sentinel_client(self, password: str | None = "") -> Sentinel:

@@ -81,6 +81,8 @@ class EventSpec:
     editor: str = "200000000000000001"
     #: Top-level fields left out of the rendered event: a malformed event, as ZITADEL would never send it.
     omit: tuple[str, ...] = ()
+    #: Top-level fields rendered with these values instead (``{"sequence": 1.5}``): malformed the same way.
+    overrides: dict[str, Any] | None = None
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Fault:
     status: int
     code: int
     message: str
+    #: The answer's body verbatim instead of grpc-gateway's error object.
+    body: str | None = None
 
 
 @dataclass
@@ -182,6 +186,7 @@ class StandInEventApi:
             doc["payload"] = s.payload
         for name in s.omit:
             doc.pop(name, None)
+        doc.update(s.overrides or {})
         return doc
 
     @property
@@ -197,6 +202,12 @@ class StandInEventApi:
         """The next ``count`` requests fail with a gRPC-gateway error."""
         with self._lock:
             self._faults += [Fault(status, code, message)] * count
+
+    def answer_next(self, *bodies: str, status: int = 200) -> None:
+        """The next requests, one per body, are answered with that body as it is (what ZITADEL never sends: a
+        proxy's page, a JSON array, an object of the wrong shape), as ``application/json``."""
+        with self._lock:
+            self._faults += [Fault(status, 0, "", body) for body in bodies]
 
     # --- the API ------------------------------------------------------------------------------------------------------
 
@@ -261,7 +272,7 @@ class StandInEventApi:
         with self._lock:
             fault = self._faults.pop(0) if self._faults else None
         if fault is not None:
-            return fault.status, _error(fault.code, fault.message)
+            return fault.status, _error(fault.code, fault.message) if fault.body is None else fault.body
         if headers.get("authorization") != f"Bearer {self.token}":
             return 401, _error(16, "Errors.Token.Invalid (AUTH-7fs1e)")
         if headers.get("x-zitadel-instance-host", headers.get("host", "")) != self.instance_host:
@@ -359,14 +370,18 @@ def local_relay_document(
     instance_host: str,
     sentinel_ports: Sequence[int],
     token_file: str,
+    username: str,
     password_file: str,
     metrics_port: int,
 ) -> dict[str, Any]:
     """A relay.json rendered for the cluster (``components.event_relay.relay_document``), pointed at this machine:
-    the stand-in, the test bed's sentinels, credential files a test wrote, and metrics on loopback only."""
+    the stand-in, the test bed's sentinels and Redis user, credential files a test wrote, and metrics on loopback
+    only."""
     doc = copy.deepcopy(document)
     doc["zitadel"].update(url=api.url, instanceHost=instance_host, tokenFile=token_file)
-    doc["redis"].update(sentinels=[[HOST, port] for port in sentinel_ports], passwordFile=password_file)
+    doc["redis"].update(
+        sentinels=[[HOST, port] for port in sentinel_ports], username=username, passwordFile=password_file
+    )
     doc["metricsPort"] = metrics_port
     doc["metricsHost"] = HOST
     return doc

@@ -64,6 +64,8 @@ class CacheClient:
             host=HOST,
             port=self.port,
             db=int(settings["DBOffset"]) + dblayout.ZITADEL_CACHE_PURPOSES[self.purpose],
+            # ZITADEL's own ACL user (``Username``); ``password`` must be that user's.
+            username=str(settings["Username"]),
             password=self.password,
             client_name=str(settings["ClientName"]),
             socket_connect_timeout=duration_seconds(str(settings["DialTimeout"])),
@@ -77,7 +79,7 @@ class CacheClient:
     def redis(self) -> redis.Redis:
         return self._client
 
-    def call(self, key: str = "instance:by-host:localhost") -> bool:
+    def call(self, key: str = "v4.13.0:instanceIndexByHost:localhost") -> bool:
         """One cache lookup; True when Redis answered (a miss is an answer)."""
         for attempt in range(self.max_retries + 1):
             if attempt:

@@ -205,11 +205,16 @@ def test_a_prefix_reaches_policies_roles_paths_annotations_and_outputs() -> None
     assert sorted(policies) == [
         "staging-ci-deploy",
         "staging-ci-preview",
+        "staging-event-consumer-read",
         "staging-event-relay-read",
         "staging-redis-read",
         "staging-zitadel-read",
     ]
-    assert policies["staging-redis-read"] == 'path "secret/data/staging/redis" {\n  capabilities = ["read"]\n}\n'
+    assert policies["staging-redis-read"] == (
+        'path "secret/data/staging/redis" {\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/staging/redis-acl" {\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/staging/redis-users/exporter" {\n  capabilities = ["read"]\n}\n'
+    )
     roles = {
         r["inputs"]["roleName"]: r["inputs"]["tokenPolicies"]
         for r in plan.resources.values()
@@ -221,7 +226,18 @@ def test_a_prefix_reaches_policies_roles_paths_annotations_and_outputs() -> None
         "staging-event-relay-role": ["staging-event-relay-read"],
     }
     secrets = sorted(r["inputs"]["name"] for r in plan.resources.values() if r["type"] == "vault:kv/secretV2:SecretV2")
-    assert secrets == ["staging/event-relay", "staging/redis", "staging/zitadel", "staging/zitadel-database"]
+    assert secrets == [
+        "staging/event-relay",
+        "staging/redis",
+        "staging/redis-acl",
+        "staging/redis-users/event-consumer",
+        "staging/redis-users/event-relay",
+        "staging/redis-users/exporter",
+        "staging/redis-users/ratelimit",
+        "staging/redis-users/zitadel",
+        "staging/zitadel",
+        "staging/zitadel-database",
+    ]
     redis = plan.resources["kubernetes:helm.sh/v3:Release::redis"]["inputs"]["values"]["replica"]["podAnnotations"]
     assert redis["vault.hashicorp.com/role"] == "staging-redis-role"
     assert redis["vault.hashicorp.com/agent-inject-secret-redis-password"] == "secret/data/staging/redis"
@@ -359,6 +375,8 @@ def test_the_password_version_rolls_redis_and_zitadel(stack: str) -> None:
     marker = "blinkchamber.io/redis-password-version"
     # The mocked provider reads back KV version 1 after the first write: the version, never the value.
     assert values["redis"]["replica"]["podAnnotations"][marker] == "1"
+    # A rotated client password changes the hashes Redis loads: the users' secret version rolls Redis too.
+    assert values["redis"]["replica"]["podAnnotations"]["blinkchamber.io/redis-acl-version"] == "1"
     assert values["zitadel"]["podAnnotations"][marker] == "1"
     assert marker not in values["zitadel"]["setupJob"]["podAnnotations"]  # hook jobs run on every upgrade anyway
 
@@ -464,7 +482,10 @@ def test_repository_ids_are_numbers() -> None:
 
 
 def test_the_preview_policy_writes_nothing() -> None:
+    # The provider looks its token up (the login has no `default` policy), then makes its child token.
     assert preview_policy(names.VaultNames.of(load_with("dev", {}))) == (
+        "# the provider looks its token up first (no `default` policy here)\n"
+        'path "auth/token/lookup-self" {\n  capabilities = ["read"]\n}\n'
         "# Pulumi's Vault provider works with a child token of the login\n"
         'path "auth/token/create" {\n  capabilities = ["update"]\n}\n'
     )
@@ -609,13 +630,22 @@ def test_a_longer_redis_password_is_a_replacement_not_an_update() -> None:
     new = describe(run("dev", {"redis": {"passwordLength": 64}}))
     result = diff_plans(old, new)
     replaced = {c.key: c.lines for c in result.changes if c.action == "+/-"}
+    # The chart's password and each client user's (redis.passwordLength sizes them all).
     assert replaced == {
-        "random:index/randomPassword:RandomPassword::redis-password": ["~ inputs.length: 48 → 64 (forces replacement)"]
+        f"random:index/randomPassword:RandomPassword::{name}": ["~ inputs.length: 48 → 64 (forces replacement)"]
+        for name in (
+            "redis-password",
+            "redis-zitadel-password",
+            "redis-event-relay-password",
+            "redis-ratelimit-password",
+            "redis-exporter-password",
+            "redis-event-consumer-password",
+        )
     }
     rendered_diff = result.render()
     assert "  +/- random:index/randomPassword:RandomPassword::redis-password\n" in rendered_diff
-    assert result.summary().startswith("Plan: 0 to add, ") and ", 1 to replace, 0 to delete" in result.summary()
-    assert result.to_json()["summary"]["replace"] == 1
+    assert result.summary().startswith("Plan: 0 to add, ") and ", 6 to replace, 0 to delete" in result.summary()
+    assert result.to_json()["summary"]["replace"] == 6
 
 
 def test_a_vault_prefix_replaces_the_named_objects() -> None:

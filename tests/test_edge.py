@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pulumi.runtime import rpc
 
 from stacks.defaults import deep_merge, defaults_for
 from stacks.loader import StackConfigError, load
@@ -30,6 +31,7 @@ GW = "kubernetes:gateway.networking.k8s.io/v1:"
 CUSTOM_RESOURCES = [
     (EG + "BackendTrafficPolicy", "zitadel-rate-limits", "zitadel"),
     (EG + "ClientTrafficPolicy", "identity-edge-clients", "envoy-gateway-system"),
+    (EG + "EnvoyPatchPolicy", "identity-edge-client-networks", "envoy-gateway-system"),
     (EG + "EnvoyProxy", "identity-edge", "envoy-gateway-system"),
     (EG + "SecurityPolicy", "zitadel-jwt-claims", "zitadel"),
     (GW + "Gateway", "identity-edge", "envoy-gateway-system"),
@@ -39,7 +41,8 @@ SENTINELS = [f"redis-node-{i}.redis-headless.database.svc.cluster.local:26379" f
 SENTINEL_URL = "mymaster," + ",".join(SENTINELS)
 #: Where Envoy Gateway's controller reads its configuration, and the block that configures the ratelimit pods.
 RATE_LIMIT_DEPLOYMENT = ("config", "envoyGateway", "provider", "kubernetes", "rateLimitDeployment")
-SECRET_REF = {"secretKeyRef": {"name": "ratelimit-redis", "key": "password"}}
+#: ``user:password`` of the ratelimit pods' own Redis user (README "Redis users").
+SECRET_REF = {"secretKeyRef": {"name": "ratelimit-redis", "key": "auth"}}
 CREDENTIAL_PATTERN = (
     r"(?:/oauth/v2/token|/oidc/v1|/v2/sessions|/zitadel\.session\.v2\.SessionService|/ui/v2/login/password"
     r"|/ui/v2/login/otp|/ui/login/password|/ui/login/mfa/verify)(?:[/?].*)?"
@@ -84,6 +87,8 @@ def test_the_gateway_release_is_the_pinned_chart(recording: mocked.Recording) ->
 
 
 def test_rate_limits_run_on_every_sentinel_without_a_db(recording: mocked.Recording) -> None:
+    # EnvoyPatchPolicy on: the per-/64 buckets need it.
+    assert values(recording)["config"]["envoyGateway"]["extensionApis"] == {"enableEnvoyPatchPolicy": True}
     assert values(recording)["config"]["envoyGateway"]["rateLimit"] == {
         "backend": {"type": "Redis", "redis": {"url": SENTINEL_URL}},
         # Default fail open: traffic passes while Redis or the ratelimit pods cannot answer.
@@ -116,12 +121,15 @@ def test_the_ratelimit_container_speaks_sentinel_with_the_password_from_a_secret
 
 
 def test_the_password_is_one_secret_in_the_gateway_namespace_and_nowhere_in_plain(recording: mocked.Recording) -> None:
-    password = mocked.mock_secret_value("redis-password")
+    password = mocked.mock_secret_value("redis-ratelimit-password")
     secrets = [r for r in recording.by_type(SECRET) if r.name == "ratelimit-redis"]
     assert len(secrets) == 1
     inputs = mask(secrets[0].inputs)
     assert inputs["metadata"] == {"name": "ratelimit-redis", "namespace": "envoy-gateway-system"}
     assert inputs["stringData"] == "[secret]"
+    # Its own user, in the form envoyproxy/ratelimit reads REDIS_AUTH and REDIS_SENTINEL_AUTH: never the chart's.
+    data = secrets[0].inputs["stringData"]
+    assert (rpc.unwrap_rpc_secret(data) if rpc.is_rpc_secret(data) else data) == {"auth": f"ratelimit:{password}"}
     plan = describe(recording)
     assert password not in yaml.safe_dump(plan.to_json())
     assert password not in str(recording.one(RELEASE, "eg").inputs)
@@ -135,11 +143,12 @@ def test_a_rotated_password_rolls_the_ratelimit_pods(monkeypatch: pytest.MonkeyP
 
     before = record("dev")
     # The first 64 bits of SHA-256 over the (mock) password: a new password, a new pod template.
-    assert annotation(before) == "8201770206be6058"
-    assert annotation(before) == hashlib.sha256(mocked.mock_secret_value("redis-password").encode()).hexdigest()[:16]
+    password = mocked.mock_secret_value("redis-ratelimit-password")
+    assert annotation(before) == "65c8e0f038eaff51"
+    assert annotation(before) == hashlib.sha256(password.encode()).hexdigest()[:16]
     monkeypatch.setattr(mocked, "mock_secret_value", lambda name: "rotated" + name)
     after = record("dev")
-    assert annotation(after) == hashlib.sha256(b"rotatedredis-password").hexdigest()[:16]
+    assert annotation(after) == hashlib.sha256(b"rotatedredis-ratelimit-password").hexdigest()[:16]
     assert annotation(after) != annotation(before)
 
 
@@ -147,6 +156,7 @@ def test_the_gateway_chart_renders_the_controller_with_our_rate_limit_config(sta
     manifests = rendered(stack, "eg")
     config = yaml.safe_load(find(manifests, "ConfigMap", "envoy-gateway-config")["data"]["envoy-gateway.yaml"])
     assert config["rateLimit"]["backend"]["redis"]["url"] == SENTINEL_URL
+    assert config["extensionApis"] == {"enableEnvoyPatchPolicy": True}
     deployment = rate_limit_deployment({"config": {"envoyGateway": config}})
     # The chart's own ratelimit image survives the merge with our values.
     assert deployment["container"]["image"] == "docker.io/envoyproxy/ratelimit:17b1956c"
@@ -266,6 +276,16 @@ def test_zitadels_rendered_routes_validate_against_their_crds(stack: str, schema
             lambda d: d["spec"]["jwt"]["providers"][0]["claimToHeaders"][0].pop("header"),
             "spec.jwt.providers.0.claimToHeaders.0: 'header' is a required property",
         ),
+        (
+            "EnvoyPatchPolicy",
+            lambda d: d["spec"]["jsonPatches"][0]["operation"].update(op="rewrite"),
+            "spec.jsonPatches.0.operation.op: 'rewrite' is not one of",
+        ),
+        (
+            "EnvoyPatchPolicy",
+            lambda d: d["spec"]["jsonPatches"][0].update(type="type.googleapis.com/envoy.config.route.v3.Route"),
+            "spec.jsonPatches.0.type: 'type.googleapis.com/envoy.config.route.v3.Route' is not one of",
+        ),
     ],
 )
 def test_crd_validation_catches_a_broken_resource(
@@ -313,13 +333,72 @@ def test_the_rate_limit_rules(recording: mocked.Recording) -> None:
                     per_ip(1200, "::/0"),
                     per_ip(60, "0.0.0.0/0", **credentials),
                     per_ip(60, "::/0", **credentials),
-                    per_header(6000, "x-zitadel-orgid"),
                     per_header(1200, "x-rl-sub"),
                     per_header(6000, "x-rl-org"),
                 ]
             }
         },
     }
+
+
+#: The Distinct ``remote_address`` actions of IPv6 ``sourceCIDR`` rules, as Envoy Gateway v1.9.0 writes them into the
+#: listener's RouteConfiguration (proto field names: ``internal/xds/translator/jsonpatch.go`` marshals with them).
+IPV6_DISTINCT_VALUES = (
+    "$..actions[?(@.remote_address_match.descriptor_key == 'remote_address' && "
+    "@.remote_address_match.address_matcher.ranges[0].address_prefix =~ ':')].remote_address_match.descriptor_value"
+)
+
+
+def test_ipv6_clients_are_counted_per_64(recording: mocked.Recording, stack: str) -> None:
+    listener = {"dev": "http", "prod": "https"}[stack]
+    assert spec(recording, EG + "EnvoyPatchPolicy", "identity-edge-client-networks") == {
+        "type": "JSONPatch",
+        "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "identity-edge"},
+        "jsonPatches": [
+            {
+                "type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                "name": f"envoy-gateway-system/identity-edge/{listener}",
+                "operation": {
+                    "op": "replace",
+                    "jsonPath": IPV6_DISTINCT_VALUES,
+                    "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT(64)%",
+                },
+            }
+        ],
+    }
+    # After the Gateway whose xDS it patches.
+    patch = recording.one(EG + "EnvoyPatchPolicy", "identity-edge-client-networks")
+    assert recording.one(GW + "Gateway", "identity-edge").urn in patch.dependencies
+
+
+def test_an_ipv4_network_length_adds_its_own_patch() -> None:
+    recording = record("dev", {"edge": {"rateLimit": {"ipv4PrefixLength": 24}}})
+    patches = spec(recording, EG + "EnvoyPatchPolicy", "identity-edge-client-networks")["jsonPatches"]
+    assert [(p["operation"]["jsonPath"], p["operation"]["value"]) for p in patches] == [
+        (
+            "$..actions[?(@.remote_address_match.descriptor_key == 'remote_address' && "
+            "@.remote_address_match.address_matcher.ranges[0].address_prefix =~ '^[0-9.]+$')]"
+            ".remote_address_match.descriptor_value",
+            "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT(24)%",
+        ),
+        (IPV6_DISTINCT_VALUES, "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT(64)%"),
+    ]
+
+
+def test_full_length_buckets_need_no_patch_and_no_patch_api() -> None:
+    recording = record("dev", {"edge": {"rateLimit": {"ipv6PrefixLength": 128}}})
+    assert [r for r in recording.resources if r.type == EG + "EnvoyPatchPolicy"] == []
+    assert "extensionApis" not in values(recording)["config"]["envoyGateway"]
+
+
+@pytest.mark.parametrize(
+    ("family", "address", "selected"),
+    [(6, "::", True), (6, "2001:db8::", True), (4, "0.0.0.0", True), (4, "::", False), (6, "0.0.0.0", False)],
+)
+def test_the_family_filters_select_their_own_ranges(family: int, address: str, selected: bool) -> None:
+    # ojg (Envoy Gateway's JSONPath library) evaluates =~ with Go's regexp.MatchString: a search, like re.search.
+    pattern = {4: "^[0-9.]+$", 6: ":"}[family]
+    assert (re.search(pattern, address) is not None) == selected
 
 
 @pytest.mark.parametrize(
@@ -569,8 +648,15 @@ def rules(*changes: dict[str, Any]) -> dict[str, Any]:
         (
             "dev",
             {"edge": {"jwt": {"enabled": False}}},
-            "dev: edge.rateLimit.rules[3].perHeaders: x-rl-sub is only set from a JWT claim, and edge.jwt.enabled "
-            "is false",
+            "dev: edge.rateLimit.rules[2].perHeaders: rule 'per-user' keys on x-rl-sub, which only a verified JWT "
+            "claim sets, and edge.jwt.enabled is false",
+        ),
+        (
+            "dev",
+            rules({}, {}, {}, {"perHeaders": ["x-zitadel-orgid"]}),
+            "dev: edge.rateLimit.rules[3].perHeaders: rule 'per-organization' keys on x-zitadel-orgid, which the "
+            "client sends: only headers the gateway writes from a verified JWT claim (edge.jwt.claimHeaders: "
+            "x-rl-sub, x-rl-org)",
         ),
         (
             "dev",
@@ -629,6 +715,8 @@ def test_a_broken_edge_config_is_refused(stack: str, overrides: dict[str, Any], 
         (rules({"perHeaders": ["X-Zitadel-OrgID"]}), "edge.rateLimit.rules[0].perHeaders[0]"),
         (rules({"unit": "Minutes"}), "edge.rateLimit.rules[0].unit"),
         ({"edge": {"rateLimit": {"keyPrefix": "rl"}}}, "edge.rateLimit.keyPrefix"),
+        ({"edge": {"rateLimit": {"ipv6PrefixLength": 129}}}, "edge.rateLimit.ipv6PrefixLength"),
+        ({"edge": {"rateLimit": {"ipv4PrefixLength": 8}}}, "edge.rateLimit.ipv4PrefixLength"),
     ],
 )
 def test_a_malformed_edge_value_is_refused(overrides: dict[str, Any], key: str) -> None:

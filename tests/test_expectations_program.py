@@ -102,6 +102,11 @@ WIRING: list[Row] = [
     # Each component's type token is part of every child's URN: a changed token replaces them all.
     both('["vault:index/policy:Policy::ci-deploy"].parent', "blinkchamber:identity:CiAccess::ci"),
     both('["kubernetes:core/v1:Namespace::envoy-gateway-system"].parent', "blinkchamber:identity:Edge::edge"),
+    # The per-/64 bucket patch is the gateway's own, beside the Gateway it targets.
+    both(
+        '["kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyPatchPolicy::identity-edge-client-networks"].parent',
+        "blinkchamber:identity:Edge::edge",
+    ),
     both('["kubernetes:apps/v1:Deployment::event-relay"].parent', "blinkchamber:identity:EventRelay::event-relay"),
     both(
         '["kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy::zitadel-jwt-claims"].parent',
@@ -127,6 +132,8 @@ WIRING: list[Row] = [
             "vault:index/policy:Policy::redis-read",
             "vault:kubernetes/authBackendRole:AuthBackendRole::redis-role",
             "vault:kv/secretV2:SecretV2::redis",
+            "vault:kv/secretV2:SecretV2::redis-acl",
+            "vault:kv/secretV2:SecretV2::redis-user-exporter",
         )
     ),
     # ZITADEL's hook jobs log in to Vault at pre-install and its setup job connects to Redis.
@@ -138,7 +145,7 @@ WIRING: list[Row] = [
             "kubernetes:core/v1:Secret::zitadel-vault-config-anchor",
             "vault:index/policy:Policy::zitadel-read",
             "vault:kubernetes/authBackendRole:AuthBackendRole::zitadel-role",
-            "vault:kv/secretV2:SecretV2::redis",
+            "vault:kv/secretV2:SecretV2::redis-user-zitadel",
             "vault:kv/secretV2:SecretV2::zitadel",
             f"{RELEASE}::redis",
         )

@@ -23,14 +23,17 @@ from tests.expectations import ABSENT, Contains, Row, both, mismatches, resource
 INJECT = "replica.podAnnotations"
 COPY = "replica.initContainers[0]"
 #: AOF every second, no RDB; maxmemory 70 % of the container's memory limit (256Mi, 1Gi) with volatile-lru eviction;
-#: prod refuses writes without a replica at most 10 s behind.
+#: prod refuses writes without a replica at most 10 s behind; the users from the Vault agent's ACL file.
 REDIS_CONF_DEV = (
     'databases 16\nappendonly yes\nappendfsync everysec\nsave ""\nmaxmemory 179mb\nmaxmemory-policy volatile-lru\n'
+    "aclfile /vault/secrets/redis-users.acl\n"
 )
 REDIS_CONF_PROD = (
     'databases 16\nappendonly yes\nappendfsync everysec\nsave ""\nmaxmemory 716mb\nmaxmemory-policy volatile-lru\n'
-    "min-replicas-to-write 1\nmin-replicas-max-lag 10\n"
+    "min-replicas-to-write 1\nmin-replicas-max-lag 10\naclfile /vault/secrets/redis-users.acl\n"
 )
+#: The users' files read only the hashes: one KV secret, rendered in tpl-safe delimiters, failing on a missing hash.
+ACL_FILES = ("redis-users.acl", "sentinel-users.conf")
 
 VALUES: list[Row] = [
     # Images: Bitnami's legacy repository, pinned tags; no mirror, so the chart's image guard stays on.
@@ -83,6 +86,11 @@ VALUES: list[Row] = [
         f'{INJECT}["vault.hashicorp.com/agent-inject-template-redis-password"]',
         '[[- with secret "secret/data/redis" -]][[ .Data.data.password ]][[- end ]]',
     ),
+    *(both(f'{INJECT}["vault.hashicorp.com/agent-inject-secret-{n}"]', "secret/data/redis-acl") for n in ACL_FILES),
+    *(both(f'{INJECT}["vault.hashicorp.com/error-on-missing-key-{name}"]', "true") for name in ACL_FILES),
+    *(both(f'{INJECT}["vault.hashicorp.com/agent-template-left-delim-{name}"]', "[[") for name in ACL_FILES),
+    # The clients' users on the sentinels; the chart's own requirepass stays default's.
+    both("sentinel.configuration", "include /vault/secrets/sentinel-users.conf\n"),
     both(f'{INJECT}["vault.hashicorp.com/agent-template-left-delim-redis-password"]', "[["),
     both(f'{INJECT}["vault.hashicorp.com/agent-template-right-delim-redis-password"]', "]]"),
     both(f"{COPY}.name", "copy-redis-password"),

@@ -82,9 +82,27 @@ VAULT: list[Row] = [
     both(f"{KV.format('redis')}.protect", False),
     # Read, and only read, on exactly the paths each consumer needs; nobody reads the masterkey from Vault.
     both(f"{POLICY.format('redis-read')}.inputs.name", "redis-read"),
-    both(f"{POLICY.format('redis-read')}.inputs.policy", read("secret/data/redis")),
+    both(
+        f"{POLICY.format('redis-read')}.inputs.policy",
+        read("secret/data/redis", "secret/data/redis-acl", "secret/data/redis-users/exporter"),
+    ),
     both(f"{POLICY.format('zitadel-read')}.inputs.name", "zitadel-read"),
-    both(f"{POLICY.format('zitadel-read')}.inputs.policy", read("secret/data/redis", "secret/data/zitadel-database")),
+    both(
+        f"{POLICY.format('zitadel-read')}.inputs.policy",
+        read("secret/data/redis-users/zitadel", "secret/data/zitadel-database"),
+    ),
+    both(f"{POLICY.format('event-consumer-read')}.inputs.policy", read("secret/data/redis-users/event-consumer")),
+    # One password per Redis client user, and their hashes for the Redis pods, all Pulumi secrets.
+    *(
+        both(f"{KV.format(f'redis-user-{user}')}.inputs.name", f"redis-users/{user}")
+        for user in ("zitadel", "event-relay", "ratelimit", "exporter", "event-consumer")
+    ),
+    *(
+        both(f"{RANDOM.format(f'redis-{user}-password')}.inputs.length", 48)
+        for user in ("zitadel", "event-relay", "ratelimit", "exporter", "event-consumer")
+    ),
+    both(f"{KV.format('redis-acl')}.inputs.name", "redis-acl"),
+    both(f"{KV.format('redis-acl')}.inputs.dataJson", "[secret]"),
     *role("redis-role", "redis", "database", "redis-read"),
     *role("zitadel-role", "zitadel", "zitadel", "zitadel-read"),
     # dev manages the Kubernetes auth backend; prod uses the existing one.

@@ -21,7 +21,7 @@ SECRETS_TEMPLATE = (
     "Caches:\n"
     "  Connectors:\n"
     "    Redis:\n"
-    '      Password: {{ with secret "secret/data/redis" }}{{ .Data.data.password | toJSON }}{{ end }}\n'
+    '      Password: {{ with secret "secret/data/redis-users/zitadel" }}{{ .Data.data.password | toJSON }}{{ end }}\n'
     "Database:\n"
     "  Postgres:\n"
     '    DSN: {{ with secret "secret/data/zitadel-database" }}{{ .Data.data.dsn | toJSON }}{{ end }}\n'
@@ -37,7 +37,7 @@ def injected(where: str) -> list[Row]:
         both(f'{inject}auth-path"]', "auth/kubernetes"),
         both(f'{inject}agent-pre-populate-only"]', "true"),
         both(f'{inject}agent-init-first"]', ABSENT),
-        both(f'{inject}agent-inject-secret-zitadel-secrets"]', "secret/data/redis"),
+        both(f'{inject}agent-inject-secret-zitadel-secrets"]', "secret/data/redis-users/zitadel"),
         both(f'{inject}agent-inject-file-zitadel-secrets"]', "zitadel-secrets.yaml"),
         both(f'{inject}agent-inject-template-zitadel-secrets"]', SECRETS_TEMPLATE),
     ]
@@ -63,6 +63,8 @@ VALUES: list[Row] = [
     # Caches on Redis through the master Service, DBs 3..5 (DBOffset 2), the pool of README's table.
     both(f"{REDIS}.Enabled", True),
     both(f"{REDIS}.Addr", "redis-master.database.svc.cluster.local:6379"),
+    # Its own ACL user (README "Redis users"); the password comes from the Vault agent's fragment.
+    both(f"{REDIS}.Username", "zitadel"),
     both(f"{REDIS}.DBOffset", 2),
     both(f"{REDIS}.PoolSize", 20),
     both(f"{REDIS}.MaxRetries", 3),

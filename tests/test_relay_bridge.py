@@ -30,7 +30,6 @@ from relay.metrics import Metrics, serve
 from relay.settings import Settings
 from relay.source import EventApi
 from relay.store import Item, NotAcknowledged, connect, cursor_key, seen_bucket
-from stacks import names
 from stacks.config import StackConfig
 from testbed.redisbed import RedisBed, binaries_available, free_port, new_password, running_bed, wait_until
 from testbed.required import require
@@ -128,11 +127,15 @@ def entries(client: redis.Redis, stream: str) -> Entries:
     return cast(Entries, client.xrange(stream))
 
 
+#: The bridge's own ACL user (README "Redis users"): every scenario below runs within its rights.
+RELAY_USER = "event-relay"
+
+
 def make_env(bed: RedisBed, prod: StackConfig, tmp: Path) -> Env:
     token = secrets.token_urlsafe(32)
     token_file, password_file = tmp / "zitadel-pat", tmp / "redis-password"
     token_file.write_text(token)
-    password_file.write_text(bed.password)
+    password_file.write_text(bed.user_passwords[RELAY_USER])
     api = StandInEventApi(token=token, instance_host=prod.zitadel.external_domain).start()
     doc = local_relay_document(
         relay_document(event_relay_args(prod)),
@@ -140,6 +143,7 @@ def make_env(bed: RedisBed, prod: StackConfig, tmp: Path) -> Env:
         instance_host=prod.zitadel.external_domain,
         sentinel_ports=[s.port for s in bed.sentinels],
         token_file=str(token_file),
+        username=RELAY_USER,
         password_file=str(password_file),
         metrics_port=free_port(),
     )
@@ -722,8 +726,8 @@ def test_a_full_page_without_creation_dates_is_dead_lettered_and_stalls_with_bac
 
 
 def test_a_rotated_redis_password_is_read_on_reconnect(own_env: Env) -> None:
-    """New password on every node and sentinel, the file rewritten (as the Vault agent does), every connection
-    dropped: the same bridge object reconnects with the file's new content."""
+    """The bridge user's new password on every node and sentinel, the file rewritten (as the Vault agent does), every
+    connection dropped: the same bridge object reconnects with the file's new content."""
     env = own_env
     push_each(env.api, mixed(30))
     settle(env)
@@ -731,21 +735,15 @@ def test_a_rotated_redis_password_is_read_on_reconnect(own_env: Env) -> None:
     bridge.poll()
     new = new_password()
     bed = env.bed
-    for node in bed.nodes:
-        c = bed.client(node.port)
-        c.config_set("masterauth", new)
-        c.config_set("requirepass", new)
-    for sentinel in bed.sentinels:
-        c = bed.client(sentinel.port)
-        c.execute_command("SENTINEL", "SET", names.SENTINEL_MASTER_SET, "auth-pass", new)
-        c.execute_command("ACL", "SETUSER", "default", "resetpass", f">{new}")
-    old = bed.password
-    bed.password = new
+    for process in [*bed.nodes, *bed.sentinels]:
+        bed.client(process.port).execute_command("ACL", "SETUSER", RELAY_USER, "resetpass", f">{new}")
+    old = bed.user_passwords[RELAY_USER]
+    bed.user_passwords[RELAY_USER] = new
     (env.tmp / "redis-password").write_text(new)
     for process in [*bed.nodes, *bed.sentinels]:
-        bed.client(process.port).execute_command("CLIENT", "KILL", "TYPE", "normal")
+        bed.client(process.port).execute_command("CLIENT", "KILL", "USER", RELAY_USER)
     with pytest.raises(redis.AuthenticationError):
-        bed.client(bed.master_port(), password=old).ping()
+        bed.client(bed.master_port(), username=RELAY_USER, password=old).ping()
     push_each(env.api, mixed(30, start=30))
     env.start(bridge)
     env.wait_all_landed(timeout=30)

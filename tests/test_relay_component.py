@@ -33,6 +33,9 @@ ZITADEL_PROVIDER = "pulumi:providers:zitadel"
 
 #: The instance's name and domain in each stack (``events.source.instance``, ``zitadel.externalDomain``).
 INSTANCE = {"dev": "localhost", "prod": "id.blinkchamber.com"}
+#: Each stream's cap and the dead letter's, derived from maxmemory (README, "Capacity: one Redis, three workloads"):
+#: dev 179 MiB * 50 % / 3 / 512 B and * 5 % / 1024 B; prod 716 MiB likewise.
+STREAM_CAPS = {"dev": (61098, 9164), "prod": (244394, 36659)}
 
 
 def relay_json(stack: str) -> dict[str, Any]:
@@ -53,6 +56,8 @@ def relay_json(stack: str) -> dict[str, Any]:
             ],
             "masterSet": "mymaster",
             "db": 1,
+            # The bridge's own ACL user, on the Redis nodes and the sentinels; the file holds its password.
+            "username": "event-relay",
             "passwordFile": "/vault/secrets/redis-password",
         },
         "streams": {
@@ -77,7 +82,11 @@ def relay_json(stack: str) -> dict[str, Any]:
             "retryBackoff": 0.2,
             "maxRetryBackoff": 10.0,
             "requireReplicaAck": True,
-            "maxStreamLength": 1000000,
+            "maxStreamLength": STREAM_CAPS[stack][0],
+            "deadLetterMaxLength": STREAM_CAPS[stack][1],
+            # Seven days, trimmed every minute.
+            "maxStreamAge": 604800.0,
+            "trimInterval": 60.0,
         },
         "lease": {"ttl": 10.0, "renewEvery": 3.0},
         "metricsPort": 9090,
@@ -108,7 +117,10 @@ def test_the_relay_reads_every_key_the_program_writes(cfg: StackConfig, stack: s
         retry_backoff=0.2,
         max_retry_backoff=10.0,
         require_replica_ack=True,
-        max_stream_length=1_000_000,
+        max_stream_length=STREAM_CAPS[stack][0],
+        dead_letter_max_length=STREAM_CAPS[stack][1],
+        max_stream_age=604800.0,
+        trim_interval=60.0,
         replica_ack_timeout=2.0,  # the relay's own, not in relay.json
     )
     assert settings.lease == LeaseSettings(ttl=10.0, renew_every=3.0)
@@ -166,7 +178,7 @@ def test_vault_role_and_policy(recording: mocked.Recording) -> None:
     policy = recording.one(POLICY, "event-relay-read").inputs["policy"]
     assert policy == (
         'path "secret/data/event-relay" {\n  capabilities = ["read"]\n}\n'
-        'path "secret/data/redis" {\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/redis-users/event-relay" {\n  capabilities = ["read"]\n}\n'
     )
 
 
@@ -177,8 +189,9 @@ INJECTOR_ANNOTATIONS = {
     f"{_P}role": "event-relay-role",
     f"{_P}auth-path": "auth/kubernetes",
     f"{_P}agent-pre-populate-only": "true",
-    f"{_P}agent-inject-secret-redis-password": "secret/data/redis",
-    f"{_P}agent-inject-template-redis-password": '{{- with secret "secret/data/redis" -}}'
+    # Its own Redis user's password (README "Redis users"), never the chart's.
+    f"{_P}agent-inject-secret-redis-password": "secret/data/redis-users/event-relay",
+    f"{_P}agent-inject-template-redis-password": '{{- with secret "secret/data/redis-users/event-relay" -}}'
     "{{ .Data.data.password }}{{- end }}",
     f"{_P}error-on-missing-key-redis-password": "true",
     f"{_P}agent-inject-secret-zitadel-pat": "secret/data/event-relay",

@@ -162,6 +162,25 @@ def test_sentinel_monitors_the_set_with_the_stack_settings(stack: str) -> None:
         assert expected in lines
 
 
+def test_redis_and_sentinels_load_the_users_the_vault_agent_renders(stack: str) -> None:
+    """README "Redis users": the chart's rendered files name the agent's ACL files, and the chart adds no ACL of its
+    own (its auth.acl would put the users, and Sentinel's passwords in plain text, into the ConfigMap)."""
+    manifests = rendered(stack, "redis")
+    config = find(manifests, "ConfigMap", "redis-configuration")["data"]
+    assert [line.strip() for line in config["redis.conf"].splitlines() if line.strip().startswith("aclfile")] == [
+        "aclfile /vault/secrets/redis-users.acl"
+    ]
+    assert config["users.acl"] == ""
+    sentinel = [line.strip() for line in config["sentinel.conf"].splitlines()]
+    assert "include /vault/secrets/sentinel-users.conf" in sentinel
+    assert not any(line.startswith(("user ", "sentinel sentinel-pass")) for line in sentinel)
+    # Every container of the node pods sees /vault/secrets: the injector mounts its volume into each one.
+    pod = pods(stack, "redis")["StatefulSet/redis-node"]
+    assert [name for name, _ in containers(pod["spec"])] == [
+        "init:copy-redis-password", "redis", "sentinel", "metrics", "kubectl-shared"
+    ]
+
+
 def test_redis_nodes_load_the_replica_and_common_configuration(stack: str) -> None:
     # In Sentinel mode every node starts from start-node.sh, which includes replica.conf and redis.conf, never
     # master.conf: so FLUSHDB (ZITADEL's cache truncate) stays allowed on whichever node is master.
@@ -340,7 +359,7 @@ def test_vault_annotations_on_exactly_the_pods_that_read_vault(stack: str, relea
 def test_vault_annotations_name_the_role_and_the_secret(stack: str, release: str) -> None:
     role, inject_name, first_path = {
         "redis": ("redis-role", "redis-password", "secret/data/redis"),
-        "zitadel": ("zitadel-role", "zitadel-secrets", "secret/data/redis"),
+        "zitadel": ("zitadel-role", "zitadel-secrets", "secret/data/redis-users/zitadel"),
     }[release]
     all_pods = pods(stack, release)
     for label in VAULT_PODS[release]:
@@ -368,7 +387,8 @@ def test_zitadel_template_renders_its_secrets_file(stack: str) -> None:
         annotations = pods(stack, "zitadel")[label]["metadata"]["annotations"]
         assert annotations[f"{VAULT}agent-inject-file-zitadel-secrets"] == "zitadel-secrets.yaml", label
         template = annotations[f"{VAULT}agent-inject-template-zitadel-secrets"]
-        assert '{{ with secret "secret/data/redis" }}{{ .Data.data.password | toJSON }}{{ end }}' in template
+        password = '{{ with secret "secret/data/redis-users/zitadel" }}{{ .Data.data.password | toJSON }}{{ end }}'
+        assert password in template
         assert f'{{{{ with secret "{dsn_path}" }}}}{{{{ .Data.data.dsn | toJSON }}}}{{{{ end }}}}' in template
 
 

@@ -74,7 +74,8 @@ def bed(dev: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def zitadel_cache(dev: StackConfig, bed: RedisBed, purpose: str) -> CacheClient:
     """ZITADEL's connector for one cache, as the dev stack configures it, on the master."""
-    return CacheClient(dev, bed.nodes[0].port, bed.password, CircuitBreaker(ZITADEL_DEFAULTS), purpose=purpose)
+    password = bed.user_passwords["zitadel"]
+    return CacheClient(dev, bed.nodes[0].port, password, CircuitBreaker(ZITADEL_DEFAULTS), purpose=purpose)
 
 
 @needs_redis
@@ -87,19 +88,20 @@ def test_each_cache_truncate_stays_in_its_db(dev: StackConfig, bed: RedisBed, pu
     events.xadd("zitadel:events:high", {"type": "user.human.added"})
     others = {name: bed.client(master, db=db) for name, db in CACHE_DBS.items() if name != purpose}
     for name, client in others.items():
-        client.set(f"entry:{name}", "cached")
+        client.set(f"v4.13.0:index:{name}", "cached")
 
     cache = zitadel_cache(dev, bed, purpose)
     try:
         assert cache.redis.connection_pool.connection_kwargs["db"] == CACHE_DBS[purpose]
-        cache.redis.set(f"entry:{purpose}", "cached")
-        assert cache.redis.flushdb() is True  # ZITADEL's Truncate: SELECT db; FLUSHDB
-        assert cache.redis.dbsize() == 0
+        # A key of ZITADEL's (an index named by its version), as its own ACL user writes it.
+        cache.redis.set(f"v4.13.0:index:{purpose}", "cached")
+        assert cache.redis.flushdb() is True  # ZITADEL's Truncate: SELECT db; FLUSHDB, as its own user
+        assert bed.client(master, db=CACHE_DBS[purpose]).dbsize() == 0
     finally:
         cache.close()
     assert ratelimit.get("ratelimit:zitadel:203.0.113.7") == "3"
     assert events.xlen("zitadel:events:high") >= 1
-    assert all(client.get(f"entry:{name}") == "cached" for name, client in others.items())
+    assert all(client.get(f"v4.13.0:index:{name}") == "cached" for name, client in others.items())
 
 
 @needs_redis

@@ -1,15 +1,18 @@
 """The workflows' Vault login, against a real OpenBao server: GitHub's OIDC token → the stack's JWT role → a token
-that deploys exactly this stack.
+that deploys exactly this stack, and cannot widen what it or the pods get.
 
 Each stack's Vault objects are applied as the program declares them (``tests/test_vault_server.py`` maps them to API
 calls), with an operator's token: the bootstrap. Tokens shaped like GitHub's (``testbed/github_oidc.py``) are signed
 by a key made at test time, which the JWT backend trusts in place of GitHub's (the tests cannot fetch GitHub's);
 the backend's issuer, audience, time and bound-claim checks are the server's own. Then the CI token replays the
-stack's declared writes — what ``pulumi up`` asks of Vault — and tries what it must not.
+stack's declared writes as Pulumi's Vault provider sends them, and tries what it must not. Each escalation found
+against the former deploy policy (issue 20) is performed twice: with the former grants, where the server accepts it,
+and with the CI token, which gets 403.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +25,10 @@ from stacks import names
 from stacks.config import StackConfig
 from stacktools import ci
 from testbed.github_oidc import IdTokenEndpoint, Job, LocalIssuer, openssl_available
-from testbed.openbao import OpenBaoServer, VaultClient, openbao_server
+from testbed.openbao import OpenBaoServer, TokenReviewStandIn, VaultClient, openbao_server
 from testbed.required import require
 from tests.conftest import STACKS, record, stack_config
-from tests.test_vault_server import Write, declared_writes, existing_objects, recorded, stand_ins
+from tests.test_vault_server import STAND_IN_CA, Write, declared_writes, existing_objects, recorded, stand_ins
 
 require(openssl_available(), "openssl", "apt-get install openssl: it makes the test issuer's key")
 
@@ -87,17 +90,33 @@ def with_key(body: dict[str, Any], issuer: LocalIssuer) -> dict[str, Any]:
     return {**body, "jwt_validation_pubkeys": [issuer.public_pem]} if "jwt_validation_pubkeys" in body else body
 
 
-def is_ci_identity(write: Write) -> bool:
-    """The JWT backend, the CI roles and their policies: the operator's, read-only to CI."""
-    policies = (names.CI_VAULT_POLICY, names.CI_PREVIEW_POLICY)
-    return write.resource.startswith(("vault:jwt/", *(f"vault:index/policy:Policy::{p}" for p in policies)))
+#: What CI deploys: the generated secrets and the pods' roles. Every other object in Vault (the policies, the
+#: backends and their config, the CI roles) is the operator's, read-only to CI.
+DEPLOYED_BY_CI = ("vault:kv/secretV2:SecretV2::", "vault:kubernetes/authBackendRole:AuthBackendRole::")
 
 
-@pytest.fixture(scope="module", params=STACKS)
-def bed(request: pytest.FixtureRequest, issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    stack = str(request.param)
+def is_deployed_by_ci(write: Write) -> bool:
+    return write.resource.startswith(DEPLOYED_BY_CI)
+
+
+def as_the_provider_sends(write: Write) -> dict[str, Any]:
+    """Pulumi's Vault provider adds two fields to every Kubernetes role it creates: the namespace selector, empty
+    (terraform-provider-vault 5.6+), and its schema's default token type."""
+    if write.resource.startswith("vault:kubernetes/authBackendRole"):
+        return {**write.body, "bound_service_account_namespace_selector": "", "token_type": "default"}
+    return write.body
+
+
+def metadata_path(write: Write) -> str:
+    """A KV v2 secret's metadata, which the provider reads back after each write (its ``custom_metadata``)."""
+    mount, name = write.path.split("/data/", 1)
+    return f"{mount}/metadata/{name}"
+
+
+@contextlib.contextmanager
+def deployed_bed(stack: str, issuer: LocalIssuer, workdir: Path) -> Iterator[Bed]:
     recording = recorded(stack)
-    with openbao_server(tmp_path_factory.mktemp(f"openbao-jwt-{stack}")) as server:
+    with openbao_server(workdir) as server:
         root = server.client()
         for method, path, body in existing_objects(stack):
             root.ok(method, path, with_key(body, issuer))
@@ -105,6 +124,20 @@ def bed(request: pytest.FixtureRequest, issuer: LocalIssuer, tmp_path_factory: p
         for write in writes:  # the bootstrap, with an operator's token
             root.ok(write.method, write.path, write.body)
         yield Bed(stack, stack_config(stack), server, issuer, writes)
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def bed(request: pytest.FixtureRequest, issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    stack = str(request.param)
+    with deployed_bed(stack, issuer, tmp_path_factory.mktemp(f"openbao-jwt-{stack}")) as deployed:
+        yield deployed
+
+
+@pytest.fixture(params=STACKS)
+def fresh_bed(request: pytest.FixtureRequest, issuer: LocalIssuer, tmp_path: Path) -> Iterator[Bed]:
+    """A server of the test's own: the former grants' escalations change what they find."""
+    with deployed_bed(str(request.param), issuer, tmp_path) as deployed:
+        yield deployed
 
 
 # --- the role, and who it admits ----------------------------------------------------------------------------------
@@ -131,6 +164,7 @@ def test_the_ci_role_is_stored_as_declared(bed: Bed) -> None:
         "bound_claims_type": "string",
     }
     assert (stored["token_policies"], stored["token_ttl"], stored["token_max_ttl"]) == (["ci-deploy"], 3600, 3600)
+    assert stored["token_no_default_policy"] is True
     assert bed.root.read("auth/github-actions/config")["bound_issuer"] == "https://token.actions.githubusercontent.com"
 
 
@@ -139,7 +173,7 @@ def test_the_stacks_jobs_log_in_for_a_short_while(bed: Bed) -> None:
         status, data = bed.login(bed.issuer.token(job, AUDIENCE))
         assert status == 200, data
         auth = data["auth"]
-        assert sorted(auth["policies"]) == ["ci-deploy", "default"]
+        assert auth["policies"] == ["ci-deploy"]  # not Vault's `default` policy
         assert auth["lease_duration"] == 3600
         assert {k: auth["metadata"][k] for k in ("actor", "ref", "workflow")} == {
             "actor": "octocat",
@@ -165,6 +199,7 @@ def test_the_preview_role_is_stored_as_declared(bed: Bed) -> None:
     }[bed.stack]
     assert (stored["bound_claims"], stored["bound_audiences"], stored["user_claim"]) == (claims, [AUDIENCE], "sub")
     assert (stored["token_policies"], stored["token_ttl"], stored["token_max_ttl"]) == (["ci-preview"], 3600, 3600)
+    assert stored["token_no_default_policy"] is True
 
 
 def _token_for(bed: Bed, job: Job, overrides: dict[str, Any]) -> str:
@@ -302,26 +337,48 @@ def test_a_token_signed_by_another_key_is_refused(bed: Bed, tmp_path: Path) -> N
 # --- what the CI token may do: exactly this stack's deploy ----------------------------------------------------------
 
 
+#: The child token Pulumi's Vault provider asks for (terraform-provider-vault's createChildToken), for the stacks'
+#: vault.providerTokenTtlSeconds.
+PROVIDER_CHILD_TOKEN = {"display_name": "terraform", "ttl": "2700s", "explicit_max_ttl": "2700s", "renewable": False}
+
+
 def test_the_ci_token_deploys_what_the_stack_declares(bed: Bed) -> None:
     client = bed.ci_client()
-    replayed = [write for write in bed.writes if not is_ci_identity(write)]
-    assert replayed, "nothing to replay"
-    # From scratch, as a first deploy would: the auth backend the stack creates (dev) is gone, roles and all.
-    for write in replayed:
-        if write.path.startswith(("sys/auth/", "sys/mounts/")):
-            bed.root.ok("DELETE", write.path)
-    for write in replayed:
-        answer = client.call(write.method, write.path, write.body)
+    # The provider's start: it looks its token up, then works with a child token that holds the login's policy only.
+    assert client.call("GET", "auth/token/lookup-self").status == 200
+    child = client.write("auth/token/create", PROVIDER_CHILD_TOKEN)["auth"]
+    assert (child["policies"], child["lease_duration"], child["renewable"]) == (["ci-deploy"], 2700, False)
+    provider = VaultClient(bed.server.address, child["client_token"])
+    deployed = [write for write in bed.writes if is_deployed_by_ci(write)]
+    assert {write.resource.split("::")[0] for write in deployed} == {
+        "vault:kv/secretV2:SecretV2",
+        "vault:kubernetes/authBackendRole:AuthBackendRole",
+    }
+    # From scratch, as after a lost secret or role: the operator's objects stay.
+    for write in deployed:
+        is_secret = write.resource.startswith("vault:kv/")
+        bed.root.ok("DELETE", metadata_path(write) if is_secret else write.path)
+    for write in deployed:
+        answer = provider.call(write.method, write.path, as_the_provider_sends(write))
         assert answer.status < 400, f"{write.resource}: {answer.status} {answer.data.get('errors')}"
-        assert client.call("GET", write.read_path).status == 200, write.resource
-    # The provider's child token, for the provider's TTL: not cut short by the login's.
-    child = client.write("auth/token/create", {"ttl": f"{bed.cfg.vault.provider_token_ttl_seconds}s"})["auth"]
-    assert child["lease_duration"] == 2700
-    # The CI identity: readable (a refresh), not writable.
-    for write in bed.writes:
-        if is_ci_identity(write) and not write.path.startswith("sys/auth/"):
-            assert client.call("GET", write.read_path).status == 200, write.resource
-            assert client.call(write.method, write.path, write.body).status == 403, write.resource
+        assert provider.call("GET", write.read_path).status == 200, write.resource
+        if write.resource.startswith("vault:kv/"):
+            assert provider.call("GET", metadata_path(write)).status == 200, write.resource
+
+
+def test_the_operators_objects_are_read_only_to_ci(bed: Bed) -> None:
+    """Every policy, backend, backend config and CI role: a refresh reads them, only the operator's run writes them."""
+    client = bed.ci_client()
+    operators = [write for write in bed.writes if not is_deployed_by_ci(write)]
+    assert {write.resource.split("::")[0] for write in operators} >= {
+        "vault:index/policy:Policy",
+        "vault:jwt/authBackendRole:AuthBackendRole",
+    }
+    for write in operators:
+        # An auth backend's own mount is read as the provider reads it (GET sys/auth/<path>, root-protected).
+        reads = [write.read_path, *([write.path] if write.path.startswith("sys/auth/") else [])]
+        assert {path: client.call("GET", path).status for path in reads} == {path: 200 for path in reads}
+        assert client.call(write.method, write.path, write.body).status == 403, write.resource
 
 
 @pytest.mark.parametrize("bed", ["prod"], indirect=True)  # dev writes its DSN itself
@@ -339,10 +396,12 @@ def test_the_preflight_sees_the_dsns_keys_not_its_value(bed: Bed, role: str) -> 
 def test_the_preview_token_logs_in_with_the_read_only_policy(bed: Bed) -> None:
     status, data = bed.login(bed.issuer.token(PREVIEWS[bed.stack], AUDIENCE), names.CI_PREVIEW_ROLE)
     assert status == 200, data
-    assert sorted(data["auth"]["policies"]) == ["ci-preview", "default"]
-    # Pulumi's Vault provider makes its child token: the login's own policies, never more.
-    child = bed.preview_client().write("auth/token/create", {"ttl": "2700s"})["auth"]
-    assert sorted(child["policies"]) == ["ci-preview", "default"]
+    assert data["auth"]["policies"] == ["ci-preview"]
+    # Pulumi's Vault provider looks its token up, then makes its child token: the login's own policy, never more.
+    client = bed.preview_client()
+    assert client.call("GET", "auth/token/lookup-self").status == 200
+    child = client.write("auth/token/create", PROVIDER_CHILD_TOKEN)["auth"]
+    assert child["policies"] == ["ci-preview"]
 
 
 def preview_refusals(bed: Bed) -> list[tuple[str, str, str, dict[str, Any] | None]]:
@@ -375,8 +434,15 @@ def test_the_preview_token_writes_nothing_and_reads_no_secret(bed: Bed) -> None:
     assert bed.root.read("auth/kubernetes/config")["kubernetes_host"] == before
 
 
+REDIS_ROLE, REDIS_POLICY = "auth/kubernetes/role/redis-role", "sys/policies/acl/redis-read"
+KUBERNETES_CONFIG = "auth/kubernetes/config"
+#: An empty label selector matches every namespace.
+ANY_NAMESPACE = {"bound_service_account_namespace_selector": "{}"}
+
+
 def escalations(bed: Bed) -> list[tuple[str, str, str, dict[str, Any] | None]]:
     role = {"bound_service_account_names": ["redis"], "bound_service_account_namespaces": ["database"]}
+    declared = {**role, "token_policies": ["redis-read"]}
     return [
         (
             "a pod role granting the CI policy",
@@ -392,6 +458,22 @@ def escalations(bed: Bed) -> list[tuple[str, str, str, dict[str, Any] | None]]:
             {**role, "bound_service_account_names": ["default"], "token_policies": ["redis-read"]},
         ),
         ("a new role", "POST", "auth/kubernetes/role/backdoor", {**role, "token_policies": ["redis-read"]}),
+        # Every field the stack writes has its declared value, and no other field passes (issue 20).
+        ("a pod role with the deprecated policies field", "POST", REDIS_ROLE, {**role, "policies": ["ci-deploy"]}),
+        (
+            "a pod role with policies beside its own",
+            "POST",
+            REDIS_ROLE,
+            {**role, "token_policies": ["redis-read"], "policies": ["root"]},
+        ),
+        ("a pod role admitting any namespace", "POST", REDIS_ROLE, {**declared, **ANY_NAMESPACE}),
+        ("a pod role with periodic tokens", "POST", REDIS_ROLE, {**declared, "token_period": 86400}),
+        ("a pod role with another token type", "POST", REDIS_ROLE, {**declared, "token_type": "batch"}),
+        ("a pod role aliased by UID", "POST", REDIS_ROLE, {**declared, "alias_name_source": "serviceaccount_uid"}),
+        ("rewriting a pod's policy", "PUT", REDIS_POLICY, {"policy": 'path "secret/*" { capabilities = ["read"] }'}),
+        ("deleting a pod's policy", "DELETE", REDIS_POLICY, None),
+        ("the Kubernetes backend's config", "POST", "auth/kubernetes/config", {"kubernetes_host": "https://evil"}),
+        ("tuning the Kubernetes backend", "POST", "sys/auth/kubernetes/tune", {"default_lease_ttl": "1s"}),
         ("its own role", "POST", "auth/github-actions/role/ci-deploy", {"bound_claims": {"repository": ["*"]}}),
         ("its own policy", "PUT", "sys/policies/acl/ci-deploy", {"policy": 'path "*" { capabilities = ["sudo"] }'}),
         ("the preview role", "POST", "auth/github-actions/role/ci-preview", {"token_policies": ["ci-deploy"]}),
@@ -409,16 +491,161 @@ def escalations(bed: Bed) -> list[tuple[str, str, str, dict[str, Any] | None]]:
         ("listing the secrets", "LIST", "secret/metadata", None),
         ("a secret outside the stack", "POST", "secret/data/other-team", {"data": {"k": "v"}}),
         ("a child token with another policy", "POST", "auth/token/create", {"policies": ["root"]}),
+        ("a periodic child token", "POST", "auth/token/create", {"period": "768h"}),
     ]
 
 
 def test_the_ci_token_cannot_widen_what_it_or_the_pods_get(bed: Bed) -> None:
     client = bed.ci_client()
+    before = bed.root.read(REDIS_POLICY)["policy"]
     found = {case: client.call(method, path, body).status for case, method, path, body in escalations(bed)}
-    # A child token may only hold a subset of its parent's policies: refused as a bad request.
-    assert found == {case: 400 if case.startswith("a child token") else 403 for case, *_ in escalations(bed)}
-    # Nothing changed: the role still grants what it declared.
-    assert bed.root.read("auth/kubernetes/role/redis-role")["token_policies"] == ["redis-read"]
+    # A child token may only hold a subset of its parent's policies, and only sudo makes a periodic one: refused
+    # as bad requests.
+    assert found == {case: 400 if "child token" in case else 403 for case, *_ in escalations(bed)}
+    # Nothing changed: the role still grants what it declared, for its own namespace only, and its policy reads.
+    role = bed.root.read(REDIS_ROLE)
+    assert (role["token_policies"], role["bound_service_account_namespace_selector"]) == (["redis-read"], "")
+    assert bed.root.read(REDIS_POLICY)["policy"] == before
+
+
+# --- issue 20: each escalation with the former grants (accepted) and with the CI token (403) ------------------------
+
+#: The former deploy policy's blocks on the paths the escalations use: a pod role let any other field through
+#: (``"*" = []``), the pods' policies were the deploy token's to write, and dev's also wrote the Kubernetes backend's
+#: config.
+FORMER_ROLE = """path "auth/kubernetes/role/{role}" {{
+  capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {{
+    "token_policies" = [["{policy}"]]
+    "bound_service_account_names" = [["{account}"]]
+    "bound_service_account_namespaces" = [["{namespace}"]]
+    "*" = []
+  }}
+}}
+path "sys/policies/acl/{policy}" {{
+  capabilities = ["create", "read", "update", "delete"]
+}}
+"""
+FORMER_DEV_CONFIG = """path "auth/kubernetes/config" {
+  capabilities = ["create", "read", "update"]
+}
+"""
+#: role → its policy, service account and namespace, as the stacks declare them.
+PODS = {
+    "redis-role": ("redis-read", "redis", "database"),
+    "event-relay-role": ("event-relay-read", "event-relay", "zitadel"),
+}
+
+
+def former_client(bed: Bed) -> VaultClient:
+    """A token holding the former deploy policy's blocks (without Vault's ``default`` policy, like the CI token)."""
+    text = "".join(
+        FORMER_ROLE.format(role=role, policy=policy, account=account, namespace=namespace)
+        for role, (policy, account, namespace) in PODS.items()
+    )
+    text += FORMER_DEV_CONFIG if bed.stack == "dev" else ""
+    bed.root.ok("PUT", "sys/policies/acl/former-ci-deploy", {"policy": text})
+    token = bed.root.write("auth/token/create", {"policies": ["former-ci-deploy"], "no_default_policy": True})
+    return bed.root.with_token(token["auth"]["client_token"])
+
+
+def test_a_pod_role_cannot_take_the_deprecated_policies_field(fresh_bed: Bed) -> None:
+    """Escalation 1: ``policies`` is an alias of ``token_policies`` that the pinned value never saw."""
+    body = {"bound_service_account_names": ["redis"], "bound_service_account_namespaces": ["database"]}
+    body["policies"] = ["ci-deploy"]
+    assert fresh_bed.ci_client().call("POST", REDIS_ROLE, body).status == 403
+    assert fresh_bed.root.read(REDIS_ROLE)["token_policies"] == ["redis-read"]
+    assert former_client(fresh_bed).call("POST", REDIS_ROLE, body).status == 204
+    assert fresh_bed.root.read(REDIS_ROLE)["token_policies"] == ["ci-deploy"]
+
+
+def test_a_pod_role_cannot_admit_any_namespace(fresh_bed: Bed) -> None:
+    """Escalation 2: a namespace selector admits the service account's name in every namespace it matches."""
+    body = {
+        "bound_service_account_names": ["redis"],
+        "bound_service_account_namespaces": ["database"],
+        "token_policies": ["redis-read"],
+        **ANY_NAMESPACE,
+    }
+    assert fresh_bed.ci_client().call("POST", REDIS_ROLE, body).status == 403
+    assert fresh_bed.root.read(REDIS_ROLE)["bound_service_account_namespace_selector"] == ""
+    assert former_client(fresh_bed).call("POST", REDIS_ROLE, body).status == 204
+    assert fresh_bed.root.read(REDIS_ROLE)["bound_service_account_namespace_selector"] == "{}"
+
+
+def test_ci_can_rewrite_no_pod_policy_nor_the_kubernetes_config(fresh_bed: Bed) -> None:
+    """Escalation 3's two grants: any text in a pod's policy; in dev, the Kubernetes backend's TokenReview host."""
+    wide = {"policy": 'path "sys/policies/acl/*" { capabilities = ["create", "update"] }'}
+    config = {"kubernetes_host": "https://127.0.0.1:1", "disable_local_ca_jwt": True, "kubernetes_ca_cert": STAND_IN_CA}
+    client = fresh_bed.ci_client()
+    found = {"policy": client.call("PUT", REDIS_POLICY, wide), "config": client.call("POST", KUBERNETES_CONFIG, config)}
+    assert {grant: answer.status for grant, answer in found.items()} == {"policy": 403, "config": 403}
+    former = former_client(fresh_bed)
+    assert former.call("PUT", REDIS_POLICY, wide).status == 204
+    # Prod's former policy never wrote the backend's config: there the chain needed a pod's token instead.
+    assert former.call("POST", KUBERNETES_CONFIG, config).status == {"dev": 204, "prod": 403}[fresh_bed.stack]
+
+
+def pod_login(bed: Bed, api: TokenReviewStandIn, role: str) -> VaultClient:
+    """A Kubernetes login as the role's pods, with a token the (stand-in) API server issued to their account."""
+    _, account, namespace = PODS[role]
+    jwt = api.issue(namespace, account)
+    auth = VaultClient(bed.server.address, None).write("auth/kubernetes/login", {"role": role, "jwt": jwt})["auth"]
+    return VaultClient(bed.server.address, auth["client_token"])
+
+
+def point_at(client: VaultClient, api: TokenReviewStandIn) -> int:
+    body = {"kubernetes_host": api.address, "disable_local_ca_jwt": True, "kubernetes_ca_cert": STAND_IN_CA}
+    return client.call("POST", KUBERNETES_CONFIG, body).status
+
+
+def test_ci_cannot_rewrite_its_own_policy_through_a_pod(fresh_bed: Bed) -> None:
+    """Escalation 3, end to end: a pod's policy made wide, then a pod's login rewrites the CI policy. In dev the former
+    token pointed the backend at a TokenReview endpoint of its own; in prod it needed a pod's token, which CI can get
+    because it deploys the pods (here: the stand-in API server is the cluster's, and issues one)."""
+    bed = fresh_bed
+    own = {"policy": 'path "*" { capabilities = ["create", "read", "update", "delete", "sudo"] }'}
+    wide = {"policy": 'path "sys/policies/acl/*" { capabilities = ["create", "update"] }'}
+    declared = bed.root.read("sys/policies/acl/ci-deploy")["policy"]
+    with TokenReviewStandIn() as api:
+        # Now: neither grant is there, and a pod's own login gets its own read-only policy.
+        client = bed.ci_client()
+        assert point_at(client, api) == 403
+        assert client.call("PUT", "sys/policies/acl/event-relay-read", wide).status == 403
+        assert point_at(bed.root, api) == 204  # the cluster's API server, which issues the pods' tokens
+        pod = pod_login(bed, api, "event-relay-role")
+        assert pod.read("auth/token/lookup-self")["policies"] == ["default", "event-relay-read"]
+        assert pod.call("PUT", "sys/policies/acl/ci-deploy", own).status == 403
+        assert bed.root.read("sys/policies/acl/ci-deploy")["policy"] == declared
+        # Before: the same steps with the former grants end in the CI policy rewritten.
+        former = former_client(bed)
+        if bed.stack == "dev":
+            assert point_at(former, api) == 204
+        assert former.call("PUT", "sys/policies/acl/event-relay-read", wide).status == 204
+        pod = pod_login(bed, api, "event-relay-role")
+        assert pod.call("PUT", "sys/policies/acl/ci-deploy", own).status == 204
+        assert bed.root.read("sys/policies/acl/ci-deploy")["policy"] == own["policy"]
+
+
+#: Reached through Vault's ``default`` policy only: its cubbyhole and the hashing tool.
+DEFAULT_POLICY_PATHS = (("POST", "cubbyhole/stash", {"k": "v"}), ("POST", "sys/tools/hash", {"input": "aGk="}))
+
+
+def test_ci_logins_carry_no_default_policy(bed: Bed) -> None:
+    """Escalation 5: without ``token_no_default_policy`` a login also gets ``default``."""
+    for login in (bed.ci_client(), bed.preview_client()):
+        assert [login.call(method, path, body).status for method, path, body in DEFAULT_POLICY_PATHS] == [403, 403]
+        assert login.call("GET", "auth/token/lookup-self").status == 200  # what the provider needs of it
+    stored = bed.root.read("auth/github-actions/role/ci-deploy")
+    kept = {k: stored[k] for k in ("role_type", "user_claim", "bound_audiences", "bound_claims", "token_policies")}
+    bed.root.write("auth/github-actions/role/with-default", kept)
+    try:
+        status, data = bed.login(bed.issuer.token(ADMITTED[bed.stack][-1], AUDIENCE), "with-default")
+        assert status == 200 and sorted(data["auth"]["policies"]) == ["ci-deploy", "default"]
+        former = VaultClient(bed.server.address, data["auth"]["client_token"])
+        assert [former.call(method, path, body).status for method, path, body in DEFAULT_POLICY_PATHS] == [204, 200]
+    finally:
+        bed.root.ok("DELETE", "auth/github-actions/role/with-default")
 
 
 @pytest.mark.parametrize("bed", ["dev"], indirect=True)  # one shared Vault is enough
@@ -499,11 +726,8 @@ def test_vault_login_hands_a_masked_token_to_the_next_steps(
     token = exported["VAULT_TOKEN"]
     # The mask comes first; the token appears nowhere else in the log.
     assert out.splitlines()[0] == f"::add-mask::{token}" and out.count(token) == 1
-    assert "policies ci-deploy, default, valid 3600s" in out or "policies default, ci-deploy, valid 3600s" in out
-    assert sorted(VaultClient(bed.server.address, token).read("auth/token/lookup-self")["policies"]) == [
-        "ci-deploy",
-        "default",
-    ]
+    assert "policies ci-deploy, valid 3600s" in out
+    assert VaultClient(bed.server.address, token).read("auth/token/lookup-self")["policies"] == ["ci-deploy"]
 
 
 def test_vault_login_from_another_environment_exports_nothing(
@@ -523,10 +747,7 @@ def test_vault_login_preview_gets_the_read_only_token(
     code, github_env, _ = login_cli(bed, PREVIEWS[bed.stack], tmp_path, monkeypatch, "--preview")
     assert code == 0, capsys.readouterr().err
     token = dict(line.split("=", 1) for line in github_env.read_text().splitlines())["VAULT_TOKEN"]
-    assert sorted(VaultClient(bed.server.address, token).read("auth/token/lookup-self")["policies"]) == [
-        "ci-preview",
-        "default",
-    ]
+    assert VaultClient(bed.server.address, token).read("auth/token/lookup-self")["policies"] == ["ci-preview"]
     # Without --preview the same job asks for the deploy role, which refuses it.
     code, github_env, _ = login_cli(bed, PREVIEWS[bed.stack], tmp_path / "again", monkeypatch)
     assert code == 2 and not github_env.exists()

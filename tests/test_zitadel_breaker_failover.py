@@ -44,7 +44,7 @@ def prod() -> StackConfig:
 def test_cache_is_back_one_open_period_after_the_kill(prod: StackConfig, tmp_path: Path) -> None:
     with running_bed(prod.redis, tmp_path) as bed, master_service(bed, RELABEL_DELAY_S) as service:
         breaker = CircuitBreaker(BreakerSettings.of(prod))
-        zitadel = CacheClient(prod, service.port, bed.password, breaker)
+        zitadel = CacheClient(prod, service.port, bed.user_passwords["zitadel"], breaker)
         stop = threading.Event()
         caller = threading.Thread(target=zitadel.run, args=(stop, 0.01))
         caller.start()
