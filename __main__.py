@@ -10,6 +10,7 @@ from components import wiring
 from components.ci_access import CiAccess
 from components.edge import Edge, ZitadelRoutePolicies
 from components.event_relay import EventRelay
+from components.observability import Observability
 from components.redis import RedisSentinel
 from components.vault import VaultAccess
 from components.zitadel import Zitadel
@@ -70,7 +71,6 @@ edge = Edge(
 zitadel = Zitadel(
     "zitadel",
     wiring.zitadel_args(cfg),
-    masterkey=vault_access.masterkey,
     redis_password_version=vault_access.redis_user_versions[names.REDIS_ZITADEL_USER],
     database_checked=vault_access.database_preflight,
     postgres=postgres,
@@ -98,6 +98,16 @@ if cfg.events.relay.enabled:
         zitadel_release=zitadel.release,
         vault_objects_ready=vault_access.relay_access,
         redis_ready=[redis.release],
+        opts=in_cluster,
+    )
+
+# Scrape targets, alert rules and dashboards: only where the cluster runs the Prometheus Operator.
+if cfg.observability.enabled:
+    Observability(
+        "observability",
+        wiring.observability_args(cfg),
+        zitadel_ready=[zitadel.namespace],
+        edge_ready=[edge.release],
         opts=in_cluster,
     )
 

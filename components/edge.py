@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import edge_objects, netpol, ownership
+from components import custom_resources, edge_objects, netpol, ownership
 from components.helm import chart_args
 from components.peers import ClusterNetwork, ZitadelEndpoint
 from stacks import names
@@ -129,17 +129,6 @@ def edge_values(args: EdgeArgs, password_digest: pulumi.Input[str]) -> dict[str,
     }
 
 
-def _custom_resource(document: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
-    return k8s.apiextensions.CustomResource(
-        document["metadata"]["name"],
-        api_version=document["apiVersion"],
-        kind=document["kind"],
-        metadata=document["metadata"],
-        spec=document["spec"],
-        opts=opts,
-    )
-
-
 class Edge(pulumi.ComponentResource):
     """The gateway's namespace, the ratelimit pods' Redis Secret, the Envoy Gateway release, the Gateway."""
 
@@ -184,22 +173,23 @@ class Edge(pulumi.ComponentResource):
         )
         # The CRDs come with the release.
         after_release = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
-        proxy_config = _custom_resource(edge_objects.envoy_proxy(edge), after_release)
-        gateway_class = _custom_resource(
+        proxy_config = custom_resources.declare(edge_objects.envoy_proxy(edge), after_release)
+        gateway_class = custom_resources.declare(
             edge_objects.gateway_class(edge),
             pulumi.ResourceOptions(parent=self, depends_on=[self.release, proxy_config]),
         )
-        self.gateway = _custom_resource(
+        self.gateway = custom_resources.declare(
             edge_objects.gateway(edge, args.zitadel),
             pulumi.ResourceOptions(parent=self, depends_on=[self.release, gateway_class]),
         )
-        self.client_traffic_policy = _custom_resource(
+        self.client_traffic_policy = custom_resources.declare(
             edge_objects.client_traffic_policy(edge),
             pulumi.ResourceOptions(parent=self, depends_on=[self.release, self.gateway]),
         )
         patch = edge_objects.client_network_patch(edge)
         if patch is not None:
-            _custom_resource(patch, pulumi.ResourceOptions(parent=self, depends_on=[self.release, self.gateway]))
+            after_gateway = pulumi.ResourceOptions(parent=self, depends_on=[self.release, self.gateway])
+            custom_resources.declare(patch, after_gateway)
         self.register_outputs({"gateway": f"{edge.namespace}/{names.EDGE_GATEWAY}"})
 
 
@@ -221,5 +211,5 @@ class ZitadelRoutePolicies(pulumi.ComponentResource):
         documents = [edge_objects.backend_traffic_policy(args.edge, args.zitadel)]
         if args.edge.jwt.enabled:
             documents.insert(0, edge_objects.security_policy(args.edge, args.zitadel))
-        self.policies = [_custom_resource(document, options) for document in documents]
+        self.policies = [custom_resources.declare(document, options) for document in documents]
         self.register_outputs({})

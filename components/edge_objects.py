@@ -18,7 +18,6 @@ from components.netpol import (
     api_server_egress,
     dns_egress,
     in_namespace,
-    namespace,
     pods,
     policy,
     ports,
@@ -299,14 +298,12 @@ def backend_traffic_policy(edge: EdgeConfig, zitadel: ZitadelEndpoint) -> dict[s
 
 
 def edge_network_policies(edge: EdgeConfig, *, zitadel_namespace: str, cluster: ClusterNetwork) -> list[dict[str, Any]]:
-    """The gateway's namespace: deny all, then the flows of the controller, the proxies and the ratelimit pods."""
-    net = edge.network_policy
+    """The gateway's namespace: deny all, then the flows of the controller, the proxies and the ratelimit pods. The
+    configured Prometheus reaches the proxies' and ratelimit pods' metrics through ``components/observability.py``."""
     own = edge.namespace
     proxies = pods(edge_pods.proxy_labels(edge.namespace))
     controller = pods(edge_pods.CONTROLLER_LABELS)
     rate_limit = pods(edge_pods.RATE_LIMIT_LABELS)
-    monitoring = [namespace(name) for name in net.monitoring_namespaces]
-    scraped = [{"from": monitoring, "ports": ports(edge_pods.METRICS_PORT)}] if monitoring else []
     kube_api = [api_server_egress(cluster)]
     return [
         policy(own, "edge-default-deny", {}, ingress=[], egress=[]),
@@ -316,7 +313,7 @@ def edge_network_policies(edge: EdgeConfig, *, zitadel_namespace: str, cluster: 
             "edge-proxies",
             proxies,
             # Clients, from anywhere (through the load balancer), on the listener's container port.
-            ingress=[{"ports": ports(edge_pods.proxy_container_port(edge.listener.port))}, *scraped],
+            ingress=[{"ports": ports(edge_pods.proxy_container_port(edge.listener.port))}],
             egress=[
                 # ZITADEL's API (and its JWKS) and the login UI.
                 {"to": [in_namespace(zitadel_namespace, SERVER_LABELS)], "ports": ports(ZITADEL_PORT)},
@@ -329,7 +326,7 @@ def edge_network_policies(edge: EdgeConfig, *, zitadel_namespace: str, cluster: 
             own,
             "edge-rate-limit",
             rate_limit,
-            ingress=[{"from": [{"podSelector": proxies}], "ports": ports(edge_pods.RATE_LIMIT_GRPC_PORT)}, *scraped],
+            ingress=[{"from": [{"podSelector": proxies}], "ports": ports(edge_pods.RATE_LIMIT_GRPC_PORT)}],
             egress=[
                 # Redis and Sentinel: the counters live in DB 0 of the Sentinel set.
                 {
@@ -346,7 +343,6 @@ def edge_network_policies(edge: EdgeConfig, *, zitadel_namespace: str, cluster: 
             ingress=[
                 {"from": [{"podSelector": proxies}], "ports": ports(edge_pods.XDS_PORT, edge_pods.WASM_PORT)},
                 {"from": [{"podSelector": rate_limit}], "ports": ports(edge_pods.RATE_LIMIT_CONFIG_PORT)},
-                *scraped,
             ],
             egress=kube_api,
         ),

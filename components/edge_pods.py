@@ -31,8 +31,13 @@ RATE_LIMIT_CONFIG_PORT: Final = 18001
 WASM_PORT: Final = 18002
 #: The ratelimit service's gRPC port, which the proxies call (``InfraGRPCPort``).
 RATE_LIMIT_GRPC_PORT: Final = 8081
-#: Prometheus metrics of the proxies and the ratelimit pods (``PrometheusPort``; the proxies' stats listener).
+#: Prometheus metrics of the proxies and the ratelimit pods (``PrometheusPort``; the proxies' stats listener), on the
+#: container port named ``metrics``: the proxies' at Envoy's ``/stats/prometheus``, the ratelimit pods' at ``/metrics``
+#: (``proxy/resource.go``, ``ratelimit/resource.go``; their ``prometheus.io/path`` annotations say the same).
 METRICS_PORT: Final = 19001
+METRICS_PORT_NAME: Final = "metrics"
+PROXY_METRICS_PATH: Final = "/stats/prometheus"
+RATE_LIMIT_METRICS_PATH: Final = "/metrics"
 #: The proxies listen on the Gateway listener's port, or on it + 10000 below 1024 (``gatewayapi/listener.go``,
 #: ``wellKnownPortShift``): so they need no privilege to bind.
 _WELL_KNOWN_PORT_SHIFT: Final = 10000

@@ -163,18 +163,18 @@ def pod_annotations(args: EventRelayArgs, redis_password_version: pulumi.Input[s
 
 
 def network_policies(args: EventRelayArgs) -> list[dict[str, Any]]:
-    """The bridge reaches ZITADEL, Redis and its sentinels, Vault and DNS; only Prometheus reaches it. ZITADEL's
-    namespace denies everything else already; a second policy lets the bridge into ZITADEL's API."""
+    """The bridge reaches ZITADEL, Redis and its sentinels, Vault and DNS; nothing reaches it but the configured
+    Prometheus, on its metrics port (``components/observability.py``). ZITADEL's namespace denies everything else
+    already; a second policy lets the bridge into ZITADEL's API."""
     relay = netpol.pods(LABELS)
     server = netpol.pods(SERVER_LABELS)
-    metrics_from = [netpol.namespace(n) for n in args.events.relay.metrics_namespaces]
     namespace = args.zitadel.namespace
     return [
         netpol.policy(
             namespace,
             names.RELAY_NAME,
             relay,
-            ingress=[{"from": metrics_from, "ports": netpol.ports(names.RELAY_METRICS_PORT)}] if metrics_from else [],
+            ingress=[],
             egress=[
                 # The pods' port: a policy sees the connection after the Service has translated it.
                 {"to": [{"podSelector": server}], "ports": netpol.ports(ZITADEL_PORT)},
@@ -263,6 +263,12 @@ def deployment_spec(args: EventRelayArgs, redis_password_version: pulumi.Input[s
     }
 
 
+#: What the read of the admin key's Secret keeps only encrypted in the stack's state: its data, and its metadata too,
+#: because the chart's setup job writes the Secret with ``kubectl apply``, whose annotation
+#: ``kubectl.kubernetes.io/last-applied-configuration`` repeats the key in plain text.
+ADMIN_SECRET_OUTPUTS: Final = ["data", "stringData", "metadata"]
+
+
 def _admin_key(data: Any) -> str:
     """The admin machine key (JSON) from the data of the Secret the chart's setup job writes."""
     if not data:  # under the offline plan's mocks a read returns nothing
@@ -309,7 +315,9 @@ class EventRelay(pulumi.ComponentResource):
             admin_secret = k8s.core.v1.Secret.get(
                 "zitadel-admin-key",
                 pulumi.Output.all(zitadel_release.id).apply(lambda _: f"{namespace}/{names.ZITADEL_ADMIN_SECRET}"),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[zitadel_release]),
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[zitadel_release], additional_secret_outputs=ADMIN_SECRET_OUTPUTS
+                ),
             )
             admin_key = pulumi.Output.secret(admin_secret.data.apply(_admin_key))
         api = args.events.relay.admin_api

@@ -43,3 +43,17 @@ class ZitadelEndpoint:
     external_secure: bool
     #: Its public URL: the issuer of its tokens.
     issuer: str
+
+
+@dataclass(frozen=True)
+class PrometheusScraper:
+    """The Prometheus that scrapes the tier: the only source a metrics port admits, and whether the program declares
+    the Prometheus Operator's objects (monitors, rules) for it (``observability.enabled``)."""
+
+    namespace: str
+    #: Labels of its pods in ``namespace``.
+    pod_labels: tuple[tuple[str, str], ...]
+    #: Labels its ServiceMonitor, PodMonitor and rule selectors match.
+    selector_labels: tuple[tuple[str, str], ...]
+    scrape_interval: str
+    monitors: bool

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -12,7 +14,7 @@ import pulumi_kubernetes as k8s
 from components import edge_pods, netpol, ownership, redis_acl, redis_settings
 from components.helm import chart_args, image_values
 from components.passwords import PASSWORD_ALPHABET
-from components.peers import ClusterNetwork, VaultEndpoint
+from components.peers import ClusterNetwork, PrometheusScraper, VaultEndpoint
 from components.redis_acl import RedisUser
 from components.vault_texts import InjectedFile, injector_annotations, password_copy_script, secret_value_template
 from stacks import names
@@ -48,6 +50,10 @@ class RedisArgs:
     #: Recorded on every Redis object for operators (the events DB, ZITADEL's cache block).
     db_layout: DbLayout
     namespaces: ownership.NamespacePolicy
+    #: The only source the exporter's port admits, and whether the chart renders its ServiceMonitor.
+    prometheus: PrometheusScraper
+    #: The event streams (in ``db_layout.events_db``) the exporter reports on; none without the relay.
+    event_streams: tuple[str, ...] = ()
 
 
 def redis_password_file(password_path: str) -> InjectedFile:
@@ -63,23 +69,18 @@ def redis_password_file(password_path: str) -> InjectedFile:
 def acl_files(acl_path: str, users: Sequence[RedisUser]) -> list[InjectedFile]:
     """redis-server's ACL file and the sentinels' client users, from the hashes at ``acl_path``: the agent fails
     (``error-on-missing-key``) rather than render a user without its hash."""
+    files = (
+        (names.REDIS_ACL_INJECT_NAME, redis_acl.acl_lines),
+        (names.SENTINEL_ACL_INJECT_NAME, redis_acl.sentinel_lines),
+    )
     return [
         InjectedFile(
-            name=names.REDIS_ACL_INJECT_NAME,
+            name=name,
             vault_path=acl_path,
-            template=redis_acl.agent_template(
-                lambda hash_of: redis_acl.acl_lines(users, hash_of), acl_path, _TPL_SAFE_DELIMITERS
-            ),
+            template=redis_acl.agent_template(partial(lines, users), acl_path, _TPL_SAFE_DELIMITERS),
             delimiters=_TPL_SAFE_DELIMITERS,
-        ),
-        InjectedFile(
-            name=names.SENTINEL_ACL_INJECT_NAME,
-            vault_path=acl_path,
-            template=redis_acl.agent_template(
-                lambda hash_of: redis_acl.sentinel_lines(users, hash_of), acl_path, _TPL_SAFE_DELIMITERS
-            ),
-            delimiters=_TPL_SAFE_DELIMITERS,
-        ),
+        )
+        for name, lines in files
     ]
 
 
@@ -96,10 +97,11 @@ def exporter_password_file(password_path: str) -> InjectedFile:
     )
 
 
-def exporter_args() -> dict[str, str]:
+def exporter_args(streams: Sequence[str] = (), db: int = 0) -> dict[str, str]:
     """The exporter sidecar's flags (``metrics.extraArgs``; a flag beats the chart's ``REDIS_USER=default`` and the
-    password it exports from the chart's file): its own user, its password from its file, and no ``CONFIG GET``."""
-    return {
+    password it exports from the chart's file): its own user, its password from its file, and no ``CONFIG GET``;
+    with ``streams``, their length, groups, lag and pending entries (in DB ``db``) for the alerts."""
+    args = {
         "redis.user": names.REDIS_EXPORTER_USER,
         # Empty, so that redis_exporter reads its password file.
         "redis.password": "",
@@ -107,6 +109,10 @@ def exporter_args() -> dict[str, str]:
         # CONFIG GET * would answer masterauth, the chart's own password; maxmemory comes from INFO.
         "config-command": "-",
     }
+    if streams:
+        # Exact names, each ``db<n>=<name>`` (URL-escaped: redis_exporter unescapes them): no SCAN.
+        args["check-single-streams"] = ",".join(f"db{db}={quote(stream, safe=':')}" for stream in streams)
+    return args
 
 
 def _password_copy_container(redis: RedisConfig) -> dict[str, Any]:
@@ -136,11 +142,19 @@ def _password_copy_container(redis: RedisConfig) -> dict[str, Any]:
 
 
 def _network_policy(args: RedisArgs) -> dict[str, Any]:
-    """Ingress only from the client namespaces and the edge's ratelimit pods; egress only to DNS, Vault and the API."""
+    """Ingress only from the client namespaces and the edge's ratelimit pods, and from the configured Prometheus on the
+    exporter's port; egress only to DNS, Vault and the API."""
     return {
         "enabled": True,
         "allowExternal": False,
         "allowExternalEgress": False,
+        # The chart's own rule for the exporter's port (9121) admits any source unless it names one, and cannot name
+        # none: it names the configured Prometheus, whether or not the stack declares monitors for it.
+        "metrics": {
+            "allowExternal": False,
+            "ingressNSMatchLabels": {netpol.NAMESPACE_NAME_LABEL: args.prometheus.namespace},
+            "ingressNSPodMatchLabels": dict(args.prometheus.pod_labels),
+        },
         "extraIngress": [
             {
                 "ports": netpol.ports(names.REDIS_PORT, names.SENTINEL_PORT),
@@ -256,7 +270,13 @@ def redis_values(
         "metrics": {
             "enabled": r.metrics,
             "image": image_values(r.images.exporter, registry_apart=True),
-            "extraArgs": exporter_args(),
+            "extraArgs": exporter_args(args.event_streams, args.db_layout.events_db),
+            # The chart's ServiceMonitor (the metrics Service, port http-metrics), labelled for Prometheus's selector.
+            "serviceMonitor": {
+                "enabled": args.prometheus.monitors,
+                "additionalLabels": dict(args.prometheus.selector_labels),
+                "interval": args.prometheus.scrape_interval,
+            },
             "resources": r.resources.metrics.as_k8s(),
         },
         "kubectl": {

@@ -177,10 +177,15 @@ def client_users(streams: Sequence[str], rate_limit_key_prefix: str) -> tuple[Re
         ),
         RedisUser(
             names.REDIS_EXPORTER_USER,
-            "the Prometheus exporter: INFO-class reads, no key",
+            "the Prometheus exporter: INFO-class reads, and XINFO of the streams (consumer-group lag)",
             keys=(),
             # Not CONFIG GET: ``CONFIG GET *`` answers ``masterauth``, the chart's own password, in clear text.
             commands=(*_CONNECTION, "+info", "+slowlog|get", "+slowlog|len", "+latency|latest", "+latency|histogram"),
+            # ``--check-single-streams`` (components/redis.py): each stream's length, groups, their lag and pending
+            # entries, from Redis itself, so that a group whose workers are all gone still shows. Exact names, no
+            # SCAN (it would list every key). XINFO STREAM also shows entries; only the Redis pods, which hold
+            # ``default``'s password too, read this user's.
+            selectors=((stream_keys, ("+xinfo|stream", "+xinfo|groups", "+xinfo|consumers")),),
         ),
         RedisUser(
             names.REDIS_CONSUMER_USER,

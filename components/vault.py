@@ -42,8 +42,8 @@ class PodRole:
 
 def pod_roles(n: names.VaultNames, *, zitadel_namespace: str, relay: bool) -> tuple[PodRole, ...]:
     """Redis reads its own password, the hashes of its users' passwords and its exporter's password; ZITADEL (in
-    ``zitadel_namespace``) reads its Redis user's password and its DSN; the event relay beside it (when ``relay``)
-    reads its Redis user's password and its ZITADEL token."""
+    ``zitadel_namespace``) reads its Redis user's password, its DSN and its masterkey; the event relay beside it
+    (when ``relay``) reads its Redis user's password and its ZITADEL token."""
     roles = [
         PodRole(
             names.REDIS_VAULT_ROLE,
@@ -61,7 +61,8 @@ def pod_roles(n: names.VaultNames, *, zitadel_namespace: str, relay: bool) -> tu
             n.zitadel_policy,
             names.ZITADEL_SERVICE_ACCOUNT,
             zitadel_namespace,
-            (n.redis_user_path(names.REDIS_ZITADEL_USER), n.database_path),
+            # The masterkey too: the server and the setup job read it from the agent's file (--masterkeyFile).
+            (n.redis_user_path(names.REDIS_ZITADEL_USER), n.database_path, n.masterkey_path),
         ),
     ]
     if relay:

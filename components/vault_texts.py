@@ -20,8 +20,8 @@ class InjectedFile:
 
     #: Injector name; lower-case so that the file name is exactly this (the injector lower-cases it otherwise).
     name: str
-    #: The KV v2 API path the agent must be allowed to read.
-    vault_path: str
+    #: The KV v2 API path the agent must be allowed to read; ``None`` for a template that reads no secret.
+    vault_path: str | None
     #: consul-template body.
     template: str
     #: File name under /vault/secrets when it differs from ``name``.
@@ -54,7 +54,9 @@ def injector_annotations(
     for f in files:
         if f.name != f.name.lower():
             raise ValueError(f"injector name {f.name!r} must be lower-case: the injector lower-cases file names")
-        annotations[f"{_PREFIX}agent-inject-secret-{f.name}"] = f.vault_path
+        if f.vault_path is not None:
+            annotations[f"{_PREFIX}agent-inject-secret-{f.name}"] = f.vault_path
+        # Since vault-k8s 1.3.0 the template alone declares the file.
         annotations[f"{_PREFIX}agent-inject-template-{f.name}"] = f.template
         annotations[f"{_PREFIX}error-on-missing-key-{f.name}"] = "true"
         if f.file:

@@ -7,17 +7,19 @@ the tests build the same arguments for the plain values functions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 import pulumi
 
-from components import redis_acl
+from components import alerts, redis_acl
 from components.ci_access import CiAccessArgs
 from components.edge import EdgeArgs, ZitadelRoutePoliciesArgs
 from components.edge_objects import GatewayListener
 from components.event_relay import EventRelayArgs
+from components.observability import ObservabilityArgs
 from components.ownership import ClusterTarget, NamespacePolicy
-from components.peers import ClusterNetwork, VaultEndpoint, ZitadelEndpoint
+from components.peers import ClusterNetwork, PrometheusScraper, VaultEndpoint, ZitadelEndpoint
 from components.redis import RedisArgs
 from components.redis_acl import RedisUser
 from components.vault import VAULT_ACCESS_TYPE, VaultAccessArgs, pod_roles
@@ -107,7 +109,15 @@ def redis_args(cfg: StackConfig) -> RedisArgs:
         cluster=cluster_network(cfg),
         db_layout=cfg.db_layout,
         namespaces=namespace_policy(cfg),
+        prometheus=prometheus_scraper(cfg),
+        event_streams=event_streams(cfg),
     )
+
+
+def event_streams(cfg: StackConfig) -> tuple[str, ...]:
+    """The streams the Redis exporter reports on for the alerts (the dead letter last); none without the relay."""
+    s = cfg.events.streams
+    return (s.high, s.normal, s.low, s.dead_letter) if cfg.events.relay.enabled else ()
 
 
 def bundled_postgres_args(cfg: StackConfig) -> BundledPostgresArgs | None:
@@ -128,6 +138,7 @@ def zitadel_args(cfg: StackConfig) -> ZitadelArgs:
         zitadel=cfg.zitadel,
         redis_password=VaultValue(n.redis_user_path(names.REDIS_ZITADEL_USER), names.REDIS_SECRET_KEY),
         database_dsn=VaultValue(n.database_path, n.database_key),
+        masterkey=VaultValue(n.masterkey_path, names.ZITADEL_MASTERKEY_VAULT_KEY),
         vault=vault_endpoint(cfg),
         vault_role=n.zitadel_role,
         redis_master_address=names.redis_master_address(cfg.kubernetes.cluster_domain),
@@ -159,4 +170,53 @@ def event_relay_args(cfg: StackConfig) -> EventRelayArgs:
         token_secret=n.relay_secret,
         cluster=cluster_network(cfg),
         stream_caps=cfg.stream_caps,
+    )
+
+
+def prometheus_scraper(cfg: StackConfig) -> PrometheusScraper:
+    """The Prometheus that scrapes the tier: the one source every metrics port admits (``observability.prometheus``),
+    and whether the stack declares the Operator's objects for it."""
+    o = cfg.observability
+    p = o.prometheus
+    return PrometheusScraper(
+        namespace=p.namespace,
+        pod_labels=tuple(sorted(p.pod_labels.items())),
+        selector_labels=tuple(sorted(p.selector_labels.items())),
+        scrape_interval=p.scrape_interval,
+        monitors=o.enabled,
+    )
+
+
+def alert_args(cfg: StackConfig) -> alerts.AlertArgs:
+    a = cfg.observability.alerts
+    return alerts.AlertArgs(
+        relay_enabled=cfg.events.relay.enabled,
+        zitadel_namespace=cfg.zitadel.namespace,
+        edge_namespace=cfg.edge.namespace,
+        events_db=cfg.events.db,
+        streams=cfg.events.streams,
+        stream_caps=cfg.stream_caps,
+        source=cfg.events.source,
+        redis=cfg.redis,
+        fail_closed=cfg.edge.rate_limit.fail_closed,
+        alerts=a,
+        runbook_base=alerts.runbook_base(a.runbook_url, cfg.vault.ci.repository),
+    )
+
+
+def alert_rule_groups(cfg: StackConfig) -> tuple[Mapping[str, object], ...]:
+    """The PrometheusRule's ``spec.groups``: the alerts of ``components/alerts.py`` with the stack's thresholds."""
+    return tuple(alerts.alert_groups(alert_args(cfg)))
+
+
+def observability_args(cfg: StackConfig) -> ObservabilityArgs:
+    d = cfg.observability.dashboards
+    return ObservabilityArgs(
+        prometheus=prometheus_scraper(cfg),
+        zitadel_namespace=cfg.zitadel.namespace,
+        edge_namespace=cfg.edge.namespace,
+        relay=cfg.events.relay.enabled,
+        rule_groups=alert_rule_groups(cfg),
+        dashboards_namespace=d.namespace,
+        dashboards_label=tuple(sorted(d.label.items())),
     )

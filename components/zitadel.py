@@ -1,20 +1,22 @@
-"""ZITADEL: the chart as a Helm release, its caches on Redis, its secrets rendered by the Vault agent."""
+"""ZITADEL: the chart as a Helm release, its caches on Redis, its secrets (masterkey included) rendered by the Vault
+agent, and the first instance's owner credentials kept short."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Final, Union
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 from components import netpol, ownership
 from components.edge_objects import GatewayListener, route_parent_refs
 from components.helm import chart_args, image_values
 from components.isolation import zitadel_network_policies
 from components.peers import ClusterNetwork, VaultEndpoint
-from components.vault_texts import InjectedFile, injector_annotations
+from components.vault_texts import InjectedFile, injector_annotations, secret_value_template
 from components.zitadel_database import BundledPostgres
 from stacks import dblayout, names
 from stacks.config import ZitadelConfig
@@ -44,6 +46,8 @@ class ZitadelArgs:
     #: The Redis password and the Postgres DSN, as the Vault agent reads them into ZITADEL's configuration.
     redis_password: VaultValue
     database_dsn: VaultValue
+    #: The masterkey, which the Vault agent writes alone into a file (``--masterkeyFile``).
+    masterkey: VaultValue
     #: The Vault endpoint the pods' agents reach (egress) and the role they log in with.
     vault: VaultEndpoint
     vault_role: str
@@ -57,6 +61,21 @@ class ZitadelArgs:
     cluster: ClusterNetwork
     namespaces: ownership.NamespacePolicy
 
+#: How long the first instance's admin machine key (user ``iam-admin``, IAM_OWNER) stays valid after the setup job
+#: made it: the same ``pulumi up`` creates the relay's identity with it; the copy the chart keeps in the Secret
+#: ``iam-admin`` is dead a day later (the chart's default: 2029). A Go duration, for sprig's ``dateModify``.
+ADMIN_KEY_LIFETIME: Final = "24h"
+#: What the chart's ``masterkeySecretName`` Secret holds, for the setup job's ``ZITADEL_MASTERKEY`` env that the chart
+#: hard-codes: not a masterkey (ZITADEL refuses any that is not 32 bytes), and unread (``--masterkeyFromEnv=false``).
+MASTERKEY_PLACEHOLDER: Final = "unused: ZITADEL reads its masterkey from the Vault agent's file (--masterkeyFile)"
+#: Chart values set to null (Helm then drops the chart's default): the first instance's admin gets no personal
+#: access token, so the setup job neither makes one (ZITADEL would print it to the job's log without ``PatPath``)
+#: nor writes the Secret ``iam-admin-pat``. Null survives only in a values file (``valueYamlFiles``).
+REMOVED_VALUES: Final[dict[str, Any]] = {
+    "zitadel": {"configmapConfig": {"FirstInstance": {"Org": {"Machine": {"Pat": None}}}}}
+}
+#: The chart's default setup arguments (values.yaml ``setupJob.additionalArgs``), which setting the list replaces.
+_CHART_SETUP_ARGS: Final = ("--init-projections=true",)
 #: The user of the ZITADEL, login and tool images, as the chart runs them.
 _ZITADEL_UID = 1000
 _RUNTIME_DEFAULT_SECCOMP = {"type": "RuntimeDefault"}
@@ -109,6 +128,57 @@ def zitadel_secrets_file(args: ZitadelArgs) -> InjectedFile:
         template=render_fragment_template(secrets_fragment(args)),
         file=names.ZITADEL_SECRETS_FILE,
     )
+
+
+def masterkey_file(args: ZitadelArgs) -> InjectedFile:
+    """``/vault/secrets/zitadel-masterkey``: exactly the key's bytes, no newline (ZITADEL reads the file as it is)."""
+    return InjectedFile(
+        name=names.ZITADEL_MASTERKEY_INJECT_NAME,
+        vault_path=args.masterkey.path,
+        template=secret_value_template(args.masterkey.path, args.masterkey.key),
+    )
+
+
+def first_instance_template(lifetime: str = ADMIN_KEY_LIFETIME) -> str:
+    """The setup job's ``--steps`` file: the admin machine key expires ``lifetime`` after the job's pod started.
+
+    Dated by the agent (sprig's date functions in consul-template) rather than in the chart values, whose date would
+    change the ConfigMap, and roll ZITADEL, on every ``pulumi up``. Only the first setup creates the first instance.
+    """
+    expires = (
+        '{{ sprig_dateInZone "2006-01-02T15:04:05Z07:00" '
+        f'(sprig_now | sprig_dateModify "+{lifetime}") "UTC" }}}}'
+    )
+    return f'FirstInstance:\n  Org:\n    Machine:\n      MachineKey:\n        ExpirationDate: "{expires}"\n'
+
+
+def first_instance_file() -> InjectedFile:
+    return InjectedFile(
+        name=names.ZITADEL_FIRST_INSTANCE_INJECT_NAME,
+        vault_path=None,
+        template=first_instance_template(),
+        file=names.ZITADEL_FIRST_INSTANCE_FILE,
+    )
+
+
+def setup_args() -> list[str]:
+    """``setupJob.additionalArgs``: after the chart's own ``setup --masterkeyFromEnv --config ... --steps ...``.
+
+    The last value of a flag wins, so ``--masterkeyFromEnv=false`` undoes the chart's and the masterkey comes from
+    the agent's file alone (ZITADEL accepts exactly one source); the steps file comes after the chart's and wins.
+    """
+    return [
+        *_CHART_SETUP_ARGS,
+        "--masterkeyFromEnv=false",
+        "--masterkeyFile",
+        f"{names.VAULT_SECRETS_DIR}/{names.ZITADEL_MASTERKEY_INJECT_NAME}",
+        "--steps",
+        f"{names.VAULT_SECRETS_DIR}/{names.ZITADEL_FIRST_INSTANCE_FILE}",
+    ]
+
+
+def removed_values_yaml() -> str:
+    return yaml.safe_dump(REMOVED_VALUES, sort_keys=True)
 
 
 def cache_config(args: ZitadelArgs) -> dict[str, Any]:
@@ -185,10 +255,15 @@ def zitadel_values(args: ZitadelArgs, redis_password_version: pulumi.Input[str] 
     password restarts ZITADEL too; the hook jobs run again on every upgrade anyway.
     """
     z = args.zitadel
-    vault_annotations = injector_annotations(
-        role=args.vault_role, auth_path=args.vault.auth_path, files=[zitadel_secrets_file(args)]
-    )
-    jobs = {"podAnnotations": vault_annotations, "resources": z.resources.jobs.as_k8s()}
+
+    def vault_annotations(*files: InjectedFile) -> dict[str, str]:
+        return injector_annotations(
+            role=args.vault_role, auth_path=args.vault.auth_path, files=[zitadel_secrets_file(args), *files]
+        )
+
+    # The masterkey only where ZITADEL decrypts (the server, the setup job); the init job only creates the database.
+    server_annotations = vault_annotations(masterkey_file(args))
+    job_resources = z.resources.jobs.as_k8s()
     bundled = z.database.bundled
     return {
         "replicaCount": z.replicas,
@@ -196,7 +271,9 @@ def zitadel_values(args: ZitadelArgs, redis_password_version: pulumi.Input[str] 
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "zitadel": {
-            "masterkeySecretName": names.ZITADEL_MASTERKEY_SECRET,
+            # The chart needs a Secret here for its setup job's env; the masterkey itself comes from Vault as a file
+            # (setupJob.additionalArgs; the Deployment's args through the release's post-renderer).
+            "masterkeySecretName": names.ZITADEL_CONFIG_ANCHOR_SECRET,
             # The chart mounts this Secret at /zitadel-secret-config-yaml and passes
             # --config <mount>/<key>: the key walks out of the mount to the Vault agent's file.
             "configSecretName": names.ZITADEL_CONFIG_ANCHOR_SECRET,
@@ -205,15 +282,19 @@ def zitadel_values(args: ZitadelArgs, redis_password_version: pulumi.Input[str] 
         },
         # Deployment pods; the init job needs the DSN, and the setup job also starts the cache connectors.
         "podAnnotations": {
-            **vault_annotations,
+            **server_annotations,
             **(
                 {names.REDIS_PASSWORD_VERSION_ANNOTATION: redis_password_version}
                 if redis_password_version is not None
                 else {}
             ),
         },
-        "initJob": jobs,
-        "setupJob": jobs,
+        "initJob": {"podAnnotations": vault_annotations(), "resources": job_resources},
+        "setupJob": {
+            "podAnnotations": vault_annotations(masterkey_file(args), first_instance_file()),
+            "resources": job_resources,
+            "additionalArgs": setup_args(),
+        },
         "cleanupJob": {"resources": z.resources.cleanup.as_k8s()},
         # The login's wait-for-zitadel init container.
         "tools": {"wait4x": {"resources": z.resources.wait_for_zitadel.as_k8s()}},
@@ -259,7 +340,6 @@ class Zitadel(pulumi.ComponentResource):
         name: str,
         args: ZitadelArgs,
         *,
-        masterkey: pulumi.Input[str],
         redis_password_version: pulumi.Input[str] | None,
         database_checked: pulumi.Output[str] | None,
         postgres: BundledPostgres | None,
@@ -283,25 +363,25 @@ class Zitadel(pulumi.ComponentResource):
         )
         network_policies = netpol.declare(policies, namespace.metadata.name, child)
 
-        def secret(
-            resource_name: str, data: Mapping[str, pulumi.Input[str]], protect: bool = False
-        ) -> k8s.core.v1.Secret:
+        def secret(resource_name: str, data: Mapping[str, pulumi.Input[str]]) -> k8s.core.v1.Secret:
             return k8s.core.v1.Secret(
                 resource_name,
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=resource_name, namespace=namespace.metadata.name),
                 string_data=data,
-                opts=pulumi.ResourceOptions(parent=self, protect=protect),
+                opts=child,
             )
 
         secrets = [
-            secret(
-                names.ZITADEL_MASTERKEY_SECRET,
-                {names.ZITADEL_MASTERKEY_KEY: masterkey},
-                protect=z.protect_masterkey,
-            ),
+            # No secret in it: the masterkey is in Vault only, and reaches the pods as the agent's file.
             secret(
                 names.ZITADEL_CONFIG_ANCHOR_SECRET,
-                {"README": f"Mount point only: ZITADEL reads {names.VAULT_SECRETS_DIR}/{names.ZITADEL_SECRETS_FILE}."},
+                {
+                    "README": (
+                        f"Mount point only: ZITADEL reads {names.VAULT_SECRETS_DIR}/{names.ZITADEL_SECRETS_FILE}, and "
+                        f"its masterkey from {names.VAULT_SECRETS_DIR}/{names.ZITADEL_MASTERKEY_INJECT_NAME}."
+                    ),
+                    names.ZITADEL_MASTERKEY_KEY: MASTERKEY_PLACEHOLDER,
+                },
             ),
         ]
         if postgres is not None:
@@ -314,6 +394,11 @@ class Zitadel(pulumi.ComponentResource):
             name=names.ZITADEL_RELEASE,
             namespace=namespace.metadata.name,
             values=_after(zitadel_values(args, redis_password_version), database_checked),
+            # The nulls of REMOVED_VALUES: the provider drops a null from ``values``, not from a values file.
+            value_yaml_files=[pulumi.StringAsset(removed_values_yaml())],
+            allow_null_values=True,
+            # The Deployment's masterkey from the agent's file (components/zitadel_postrender.py).
+            postrender=names.ZITADEL_POSTRENDERER,
             # Not atomic: the setup hook migrates the database forward only, so a rollback after a later readiness
             # timeout would run the old image on the new schema. A failure stays in place for the operator (README,
             # "Deploying for real": a failed release).

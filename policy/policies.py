@@ -310,12 +310,12 @@ def gateway_rate_limit_on_sentinel(args: ResourceValidationArgs, report: ReportV
             report(f"{variable} must come from a Secret (valueFrom.secretKeyRef)", None)
 
 
-#: (type, name) of every resource that holds or guards the masterkey.
+#: (type, name) of every resource that holds or guards the masterkey (ZITADEL reads it from Vault: no Kubernetes
+#: Secret holds it).
 MASTERKEY_RESOURCES = frozenset(
     {
         (names.RANDOM_PASSWORD_TYPE, names.MASTERKEY_PASSWORD_RESOURCE),
         (names.VAULT_KV_SECRET_TYPE, names.ZITADEL_SECRET_NAME),
-        (names.KUBERNETES_SECRET_TYPE, names.ZITADEL_MASTERKEY_SECRET),
     }
 )
 

@@ -16,7 +16,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from stacks import capacity, dblayout, names
+from stacks import capacity, dblayout, images, names
 
 Environment = Literal["dev", "prod"]
 
@@ -103,9 +103,16 @@ class Image(Model):
     repository: str
     #: Exact image tag. Prod refuses ``latest`` and empty tags.
     tag: str
+    #: The pushed image's content address (``sha256:…``): set, the pods pull ``repository@digest`` and the tag only
+    #: names the release. A release writes it into dev's train (``stacks/images.py``); prod deploys the images this
+    #: project builds only by digest (``stacks/rules.py``).
+    digest: Annotated[str, Field(pattern=images.DIGEST_PATTERN)] | None = None
 
     @property
     def reference(self) -> str:
+        """What a pod pulls: by digest when there is one, else by tag."""
+        if self.digest is not None:
+            return f"{self.registry}/{self.repository}@{self.digest}"
         return f"{self.registry}/{self.repository}:{self.tag}"
 
 
@@ -457,7 +464,7 @@ class ZitadelConfig(Model):
     cache: ZitadelCache
     resources: ZitadelResources
     network_policy: ZitadelNetworkPolicy = ZitadelNetworkPolicy()
-    #: Pulumi ``protect`` on the masterkey (random value, Vault secret, Kubernetes Secret).
+    #: Pulumi ``protect`` on the masterkey (its random value and its Vault secret; no Kubernetes Secret holds it).
     protect_masterkey: bool
     #: How long ``pulumi up`` waits for the release (its init and setup jobs run the database migrations).
     release_timeout_seconds: PositiveInt = 900
@@ -573,8 +580,6 @@ class EventRelay(Model):
     #: Pods; one is active at a time through a lease in the events DB, the others stand by.
     replicas: PositiveInt = 2
     resources: Resources
-    #: Namespaces allowed to scrape the metrics port (Prometheus).
-    metrics_namespaces: tuple[DnsLabel, ...] = ()
     admin_api: RelayAdminApi = RelayAdminApi()
 
 
@@ -693,11 +698,6 @@ class EdgeResources(Model):
     rate_limit: Resources
 
 
-class EdgeNetworkPolicy(Model):
-    #: Namespaces allowed to scrape the proxies' and the ratelimit pods' metrics (port 19001).
-    monitoring_namespaces: tuple[DnsLabel, ...] = ()
-
-
 class EdgeConfig(Model):
     """ZITADEL's edge: Envoy Gateway, a Gateway for ``zitadel.externalDomain``, and global rate limits on Redis."""
 
@@ -712,9 +712,96 @@ class EdgeConfig(Model):
     rate_limit: EdgeRateLimit
     jwt: EdgeJwt = EdgeJwt()
     resources: EdgeResources
-    network_policy: EdgeNetworkPolicy = EdgeNetworkPolicy()
     #: How long ``pulumi up`` waits for the Envoy Gateway release. It runs beside Redis's; ZITADEL's waits for both.
     release_timeout_seconds: PositiveInt = 600
+
+
+# --- observability (Prometheus Operator, Grafana) ------------------------------------------------------------------
+
+#: A label key (``app.kubernetes.io/name``, ``release``) and value as Kubernetes takes them.
+_LABEL_NAME: Final = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_PREFIX: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+LabelKey = Annotated[str, Field(pattern=rf"^({_LABEL_PREFIX})?{_LABEL_NAME}$", max_length=316)]
+LabelValue = Annotated[str, Field(pattern=rf"^({_LABEL_NAME})?$", max_length=63)]
+#: A Prometheus duration as the Operator's CRDs take it (``30s``, ``1m``): its ``Duration`` pattern.
+PrometheusDuration = Annotated[
+    str, Field(pattern=r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
+]
+
+
+class Prometheus(Model):
+    """The Prometheus that scrapes the tier: where it runs (the only source the metrics ports admit) and the labels it
+    selects ServiceMonitors, PodMonitors and PrometheusRules by."""
+
+    #: Its namespace: the network policies admit its pods there, on the metrics ports only.
+    namespace: DnsLabel = "monitoring"
+    #: Labels of its pods in that namespace (kube-prometheus-stack's Prometheus pods carry this one).
+    pod_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"}, min_length=1
+    )
+    #: Labels on every ServiceMonitor, PodMonitor and PrometheusRule: what its ``serviceMonitorSelector``,
+    #: ``podMonitorSelector`` and ``ruleSelector`` match (kube-prometheus-stack: ``release: <its release>``).
+    selector_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=lambda: {"release": "kube-prometheus-stack"}, min_length=1
+    )
+    #: How often each target is scraped.
+    scrape_interval: PrometheusDuration = "30s"
+
+
+class GrafanaDashboards(Model):
+    """The dashboards' ConfigMap, for Grafana's dashboard sidecar (kube-prometheus-stack's watches for
+    ``grafana_dashboard: "1"`` in its namespace)."""
+
+    namespace: DnsLabel = "monitoring"
+    #: The label the sidecar picks ConfigMaps by.
+    label: dict[LabelKey, LabelValue] = Field(default_factory=lambda: {"grafana_dashboard": "1"}, min_length=1)
+
+
+class ObservabilityAlerts(Model):
+    """Thresholds of the alert rules (``components/alerts.py``; README, "Alerts and runbooks"). What the stack states
+    elsewhere the rules read from there: the stream caps (``StackConfig.stream_caps``), maxmemory,
+    ``redis.minReplicasToWrite`` and ``minReplicasMaxLag``, ``redis.nodes``, the relay's clock skew and poll interval,
+    ``edge.rateLimit.failClosed``."""
+
+    #: The relay's freshness goal is ``events.source.clockSkew`` + ``pollInterval`` (what a caught-up bridge delivers:
+    #: measured p99 6.0 s at 5 s + 1 s, README "Benchmark") plus this margin. Over it for 10 minutes while writing:
+    #: the bridge is falling behind ZITADEL.
+    relay_freshness_margin: GoDuration = "2s"
+    #: A consumer group whose last delivered entry is this much older than its stream's newest, for 5 minutes.
+    consumer_lag_seconds: PositiveInt = 300
+    #: A group with more undelivered entries than this share of its stream's cap is about to lose the oldest to the
+    #: trim (each becomes a ``trimmed`` dead letter). Needs redis_exporter 1.50 or later (``redis_stream_group_lag``).
+    consumer_lag_cap_percent: Percent = 50
+    #: A consumer holding pending entries and idle this long: dead, and no live consumer of its group claims them
+    #: (``relay.consumer`` claims after ``claim_idle_ms``, 30 s by default).
+    consumer_pending_idle_seconds: PositiveInt = 300
+    #: More dead letters than this added within an hour (0: any). Each is an event no job handled.
+    dead_letters_per_hour: Annotated[int, Field(ge=0)] = 0
+    #: A stream at this share of its cap: from there each new entry trims the oldest. Info for the priority streams
+    #: (the buffer is full, as designed), a warning for the dead letter (the next ones trim unreplayed dead letters).
+    stream_near_cap_percent: Percent = 90
+    #: ``used_memory`` over this share of ``maxmemory`` for 5 minutes: the evictable reserve is nearly used up.
+    memory_used_percent: Percent = 90
+    #: More master changes (Sentinel failovers) than this within an hour. A rolling update of the Redis pods makes up
+    #: to ``redis.nodes`` - 1 of them.
+    failovers_per_hour: Annotated[int, Field(ge=0)] = 2
+    #: Over-limit answers of one rate-limit rule per second, sustained for 5 minutes: an attack, or a limit too tight.
+    rate_limit_over_limit_per_second: Annotated[float, Field(gt=0)] = 1.0
+    #: Where each alert's ``runbook_url`` points (``<url>#alert-<name>``). Unset: the README of
+    #: ``vault.ci.repository`` on GitHub, branch main.
+    runbook_url: str | None = None
+
+
+class ObservabilityConfig(Model):
+    """Scrape targets, alert rules and dashboards for the Prometheus Operator and Grafana."""
+
+    #: Declare the ServiceMonitors, PodMonitors, PrometheusRule, dashboards and the network policies that let
+    #: Prometheus in. The cluster must run the Prometheus Operator (its CRDs), or the objects cannot be created.
+    enabled: bool
+    prometheus: Prometheus = Prometheus()
+    dashboards: GrafanaDashboards = GrafanaDashboards()
+    #: The alert rules' thresholds (the PrometheusRule's groups: ``components/alerts.py``).
+    alerts: ObservabilityAlerts = ObservabilityAlerts()
 
 
 # --- the stack -----------------------------------------------------------------------------------------------------
@@ -737,6 +824,7 @@ class StackConfig(Model):
     zitadel: ZitadelConfig
     events: EventsConfig
     edge: EdgeConfig
+    observability: ObservabilityConfig
     secrets: SecretPresence = SecretPresence()
 
     @property

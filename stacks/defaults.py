@@ -16,7 +16,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
-from stacks import names
+from stacks import images, names
 from stacks.config import Environment, KubernetesConfig, VaultConfig
 from stacks.names import BITNAMI_REGISTRY
 
@@ -101,8 +101,9 @@ _COMMON: Final[dict[str, Any]] = {
         "rateLimit": {"rules": _RATE_LIMIT_RULES},
     },
     "events": {
-        # Built from relay/Dockerfile and pushed by the release process; its tag is part of the release train.
-        "relay": {"image": {"registry": "ghcr.io", "repository": "blinkchamber/event-relay", "tag": "0.1.0"}},
+        # Built from relay/Dockerfile by the release pipeline (stacks/images.py), which writes the pushed tag and
+        # digest into dev's release train; no release of it exists yet, so no digest (prod cannot deploy it).
+        "relay": {"image": {"registry": images.REGISTRY, "repository": images.RELAY.repository, "tag": "0.1.0"}},
     },
 }
 
@@ -185,6 +186,8 @@ _DEV: Final[dict[str, Any]] = {
             "rateLimit": _res("20m", "64Mi", "128Mi"),
         },
     },
+    # A dev cluster need not run the Prometheus Operator: without its CRDs the monitors could not be created.
+    "observability": {"enabled": False},
 }
 
 _PROD: Final[dict[str, Any]] = {
@@ -251,6 +254,8 @@ _PROD: Final[dict[str, Any]] = {
             "rateLimit": _res("100m", "128Mi", "256Mi"),
         },
     },
+    # Prod is watched: scrape targets, alert rules and dashboards (its cluster runs the Prometheus Operator).
+    "observability": {"enabled": True},
 }
 
 

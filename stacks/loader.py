@@ -46,10 +46,13 @@ class StackConfigError(ValueError):
         )
 
 
-def load(stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = ()) -> StackConfig:
+def load(
+    stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = (), *, deploying: bool = False
+) -> StackConfig:
     """Validate ``raw`` (un-namespaced config keys → values; objects as JSON text or parsed) for ``stack``.
 
     ``secret_keys`` names the keys Pulumi holds as secrets. Secret values are never read into the model.
+    ``deploying`` (``pulumi up``) applies the deploy rules too (``stacks.rules.DEPLOY_RULES``).
     """
     values = {key: _parse(value) for key, value in raw.items()}
     found: list[tuple[str, str]] = []
@@ -80,9 +83,9 @@ def load(stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = ()) 
         found += [(_loc(err["loc"]), _message(err)) for err in errors]
         # Still report the rules that only read sections which are themselves valid.
         partial, valid = _valid_sections(document, {str(err["loc"][0]) for err in errors})
-        found += rules.violations(partial, valid)
+        found += rules.violations(partial, valid, deploying=deploying)
         raise StackConfigError(stack, found) from None
-    found += rules.violations(cfg)
+    found += rules.violations(cfg, deploying=deploying)
     if found:
         raise StackConfigError(stack, found)
     return cfg
@@ -108,7 +111,9 @@ def load_from_pulumi() -> StackConfig:
         written, secret_keys = read_stack_config(stack_file)
         raw |= {key: value for key, value in written.items() if key not in raw}
         plain = set(written) - secret_keys
-    return load(stack, raw, set(raw) - plain)
+    # ``pulumi up`` deploys; a preview does not, nor the offline runner (mocks, no project directory).
+    deploying = root is not None and not pulumi.runtime.is_dry_run()
+    return load(stack, raw, set(raw) - plain, deploying=deploying)
 
 
 def _is_environment(value: object) -> TypeGuard[Environment]:

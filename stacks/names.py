@@ -82,13 +82,18 @@ ZITADEL_RELEASE: Final = "zitadel"
 ZITADEL_FULLNAME: Final = ZITADEL_RELEASE
 #: One ServiceAccount (a hook resource) serves the Deployment and the init/setup jobs.
 ZITADEL_SERVICE_ACCOUNT: Final = ZITADEL_FULLNAME
-ZITADEL_MASTERKEY_SECRET: Final = "zitadel-masterkey"
+#: The key the chart's ``masterkeySecretName`` Secret must have (its setup job's ``ZITADEL_MASTERKEY`` env).
 ZITADEL_MASTERKEY_KEY: Final = "masterkey"
 #: The Pulumi name of the masterkey's generated value (a ``RandomPassword``).
 MASTERKEY_PASSWORD_RESOURCE: Final = "zitadel-masterkey"
 #: A Secret holding no secret: the chart mounts it at /zitadel-secret-config-yaml, and ``configSecretKey`` walks
-#: out of that mount point to the Vault-rendered file (``--config /zitadel-secret-config-yaml/../vault/...``).
+#: out of that mount point to the Vault-rendered file (``--config /zitadel-secret-config-yaml/../vault/...``). It is
+#: also the chart's ``masterkeySecretName``, with a placeholder that is not a masterkey: ZITADEL reads the real one
+#: from the Vault agent's file (``--masterkeyFile``).
 ZITADEL_CONFIG_ANCHOR_SECRET: Final = "zitadel-vault-config-anchor"
+#: The Helm post-renderer of the ZITADEL release (``components/zitadel_postrender.py``), relative to the project
+#: directory, where Pulumi starts the Kubernetes provider that runs it.
+ZITADEL_POSTRENDERER: Final = "bin/zitadel-postrender"
 #: The bundled (dev) Postgres: Bitnami subchart ``<release>-postgresql`` reading its passwords from this Secret.
 ZITADEL_POSTGRES_HOST: Final = f"{ZITADEL_RELEASE}-postgresql"
 ZITADEL_POSTGRES_AUTH_SECRET: Final = "zitadel-postgresql-auth"
@@ -137,7 +142,8 @@ RATE_LIMIT_SUB_HEADER: Final = "x-rl-sub"
 RATE_LIMIT_ORG_HEADER: Final = "x-rl-org"
 
 #: The Secret the chart's setup job writes with the first instance's admin machine key (``FirstInstance.Org.Machine``
-#: defaults in the chart's values.yaml: user ``iam-admin``, key file ``iam-admin.json``, role IAM_OWNER).
+#: defaults in the chart's values.yaml: user ``iam-admin``, key file ``iam-admin.json``, role IAM_OWNER). Its PAT
+#: Secret (``iam-admin-pat``) is never written: the stack removes ``FirstInstance.Org.Machine.Pat``.
 ZITADEL_ADMIN_SECRET: Final = "iam-admin"
 ZITADEL_ADMIN_SECRET_KEY: Final = "iam-admin.json"
 
@@ -153,6 +159,18 @@ RELAY_MACHINE_USER: Final = "event-relay"
 RELAY_ZITADEL_ROLE: Final = "IAM_OWNER_VIEWER"
 #: On the bridge's pod template: a digest of ``relay.json``, so that a new configuration rolls the pods.
 RELAY_CONFIG_DIGEST_ANNOTATION: Final = "blinkchamber.io/relay-config-sha256"
+
+# --- Observability (Prometheus Operator objects, Grafana dashboards) -------------------------------------------------
+#: ZITADEL's metrics (the chart's ServiceMonitor scrapes the same): on its API port, the Service's port name.
+ZITADEL_METRICS_PATH: Final = "/debug/metrics"
+ZITADEL_SERVICE_PORT_NAME: Final = "http2-server"
+#: The Envoy proxies' PodMonitor (the ratelimit pods' takes the Deployment's name, ``EDGE_RATE_LIMIT_DEPLOYMENT``).
+EDGE_PROXY_MONITOR: Final = "identity-edge-proxies"
+#: The alert rules of the tier (one PrometheusRule, in Prometheus's namespace) and the dashboards' ConfigMap.
+PROMETHEUS_RULE: Final = "identity-tier"
+DASHBOARDS_CONFIG_MAP: Final = "identity-tier-dashboards"
+#: The network policies that admit the configured Prometheus, each to one kind of pod's metrics port.
+PROMETHEUS_POLICY_PREFIX: Final = "prometheus-to-"
 
 # --- Vault ---------------------------------------------------------------------------------------------------------
 VAULT_SECRETS_DIR: Final = "/vault/secrets"
@@ -214,6 +232,11 @@ CONSUMER_KEY_PREFIX: Final = "consumer:"
 REDIS_INJECT_NAME: Final = "redis-password"
 ZITADEL_INJECT_NAME: Final = "zitadel-secrets"
 ZITADEL_SECRETS_FILE: Final = "zitadel-secrets.yaml"
+#: ZITADEL's masterkey, exactly its 32 bytes (``--masterkeyFile``): the server's and the setup job's pods.
+ZITADEL_MASTERKEY_INJECT_NAME: Final = "zitadel-masterkey"
+#: The setup job's own ``--steps`` file: the first instance's admin key expiry, dated when the job starts.
+ZITADEL_FIRST_INSTANCE_INJECT_NAME: Final = "zitadel-first-instance"
+ZITADEL_FIRST_INSTANCE_FILE: Final = "zitadel-first-instance.yaml"
 #: On the pod templates of everything that reads the Redis password: the KV version of that secret (never the
 #: value), so that a new password rolls Redis and its clients.
 REDIS_PASSWORD_VERSION_ANNOTATION: Final = "blinkchamber.io/redis-password-version"

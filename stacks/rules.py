@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from pydantic.alias_generators import to_camel
 
-from stacks import capacity
+from stacks import capacity, images
 from stacks.config import SENTINEL_ELECTION_SECONDS, Resources, StackConfig, duration_seconds
 from stacks.names import REDIS_NAMESPACE, ZITADEL_HEADER_PREFIX, VaultNames
 from stacks.versions import is_exact_version, is_pinned_tag
@@ -567,9 +567,37 @@ RULES: RuleTable = (
 )
 
 
-def violations(cfg: StackConfig, valid_sections: frozenset[str] | None = None) -> list[Violation]:
-    """Every broken rule; with ``valid_sections``, only the rules that read nothing but those sections."""
-    return [v for rule, sections in RULES if valid_sections is None or sections <= valid_sections for v in rule(cfg)]
+def _prod_owned_digests(cfg: StackConfig) -> Iterator[Violation]:
+    """Prod runs the images this project builds only as the release pipeline pushed, scanned and signed them: by
+    digest. A tag can be pushed again; a digest names one image."""
+    if not cfg.is_prod:
+        return
+    for owned in images.OWNED_IMAGES:
+        image = owned.configured(cfg)
+        if owned is images.RELAY and not cfg.events.relay.enabled:
+            continue
+        if owned.builds(image) and image.digest is None:
+            yield (
+                f"{owned.config_key}.digest",
+                f"prod deploys the images this project builds by digest ({image.registry}/{image.repository}"
+                f"@sha256:…), and {image.reference} has none: release it (./bin/release-image {owned.release} "
+                f"{image.tag}, or the release workflow), which writes its digest into dev's release train, then "
+                "promote dev to prod",
+            )
+
+
+#: Rules only ``pulumi up`` applies (``stacks.loader.load(..., deploying=True)``): what a plan, a preview and a
+#: promotion may still show, but nothing may deploy.
+DEPLOY_RULES: RuleTable = ((_prod_owned_digests, frozenset({"events", "redis"})),)
+
+
+def violations(
+    cfg: StackConfig, valid_sections: frozenset[str] | None = None, *, deploying: bool = False
+) -> list[Violation]:
+    """Every broken rule (with ``deploying``, the deploy rules too); with ``valid_sections``, only the rules that read
+    nothing but those sections."""
+    table = RULES + DEPLOY_RULES if deploying else RULES
+    return [v for rule, sections in table if valid_sections is None or sections <= valid_sections for v in rule(cfg)]
 
 
 def _camel_path(path: str) -> str:

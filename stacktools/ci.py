@@ -6,20 +6,29 @@ python -m stacktools.ci promote SOURCE TARGET --body-out FILE  run the promotion
 python -m stacktools.ci open-promotion --repo OWNER/NAME ...   push the promoted stack file, open or update its PR
 python -m stacktools.ci vault-login STACK [--preview]          GitHub OIDC → the stack's Vault CI role ($GITHUB_ENV)
 python -m stacktools.ci kubeconfig STACK --out FILE            the in-cluster runner's kubeconfig ($GITHUB_ENV)
+python -m stacktools.ci release-plan IMAGE --tag TAG            how the release workflow builds IMAGE (step outputs)
+python -m stacktools.ci release-push IMAGE --tag TAG --archive F push the scanned OCI archive, output its digest
+python -m stacktools.ci release-sign --needs JSON --sbom-dir D  keyless signatures and SBOM attestations (cosign)
+python -m stacktools.ci record-release RELEASE --tag T --digests JSON  the release into dev's train (Pulumi.dev.yaml)
+python -m stacktools.ci advisories                             fail on a prod pin's Critical advisory without exception
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from stacks import advisories, images
 from stacks.config import StackConfig
 from stacks.loader import StackConfigError, load
-from stacks.stackfile import path_of, read_stack_config
-from stacktools import ci_login
+from stacks.stackfile import path_of, read_stack_config, stacks_in
+from stacktools import ci_login, release
 from stacktools.diff import SECRET_CHANGE_NOTE, PlanDiff, RevisionError, diff_plans, plan_at_revision
 from stacktools.github import (
     COMMENT_MARKER,
@@ -40,22 +49,33 @@ COMMENT_LIMIT = 60000
 PROMOTION_TOKEN_VARIABLE = "PROMOTION_TOKEN"
 
 
-def report_markdown(stack: str, result: PlanDiff) -> str:
+def report_markdown(stack: str, result: PlanDiff, blockers: Sequence[str] = ()) -> str:
     secret_changed = any(SECRET_CHANGE_NOTE in line for c in result.changes for line in c.lines)
     flags = " · ⚠️ secret values change" if secret_changed else ""
     flags += " · ⚠️ replaces resources" if result.replacements else ""
+    flags += " · ⛔ `pulumi up` refuses" if blockers else ""
     status = result.summary() if result.changed else "No changes."
+    refused = "".join(f"- {blocker}\n" for blocker in blockers) + ("\n" if blockers else "")
     return (
-        f"### `{stack}`: {status}{flags}\n\n"
+        f"### `{stack}`: {status}{flags}\n\n{refused}"
         f"<details><summary>Offline plan diff {result.old} → {result.new}</summary>\n\n"
         f"```diff\n{result.render()}```\n\n</details>\n"
     )
 
 
+def deploy_blockers(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
+    """What ``pulumi up`` of ``stack`` would refuse that its plan and preview accept (``stacks.rules.DEPLOY_RULES``)."""
+    try:
+        load(stack, *read_stack_config(path_of(project_dir, stack)), deploying=True)
+    except StackConfigError as exc:
+        return exc.violations
+    return []
+
+
 def stack_report(stack: str, base: str, project_dir: Path = PROJECT_DIR) -> tuple[str, PlanDiff]:
     old = plan_at_revision(stack, base, project_dir)
     result = diff_plans(old, plan_stack(stack, project_dir), f"{stack}@{base}", f"{stack} (this pull request)")
-    return report_markdown(stack, result), result
+    return report_markdown(stack, result, deploy_blockers(stack, project_dir)), result
 
 
 def comment_body(reports: Sequence[str], commit: str = "") -> str:
@@ -82,12 +102,22 @@ def promotion_body(outcome: Promotion) -> str:
             "",
             "| key | from | to |",
             "|---|---|---|",
-            *[f"| `{path}` | `{old}` | `{new}` |" for path, (old, new) in outcome.moves.items()],
+            *[
+                f"| `{path}` | `{old or '(none)'}` | `{new or '(none)'}` |"
+                for path, (old, new) in outcome.moves.items()
+            ],
             "",
             "```diff",
             outcome.plan_diff.render().rstrip("\n") if outcome.plan_diff else "",
             "```",
             "",
+            *(
+                [f"**`{outcome.target}` cannot be deployed yet** (`pulumi up` refuses):", ""]
+                + [f"- {blocker}" for blocker in outcome.blockers]
+                + [""]
+                if outcome.blockers
+                else []
+            ),
             f"Merging deploys `{outcome.target}` after the protected environment's reviewers approve.",
         ]
     )
@@ -101,7 +131,11 @@ def _github_output(name: str, value: str) -> None:
     target = os.environ.get("GITHUB_OUTPUT")
     if target:
         with open(target, "a") as f:
-            f.write(f"{name}={value}\n")
+            if "\n" in value:
+                # GitHub's multi-line form; the delimiter cannot occur in a value this program writes.
+                f.write(f"{name}<<BLINKCHAMBER_EOF\n{value}\nBLINKCHAMBER_EOF\n")
+            else:
+                f.write(f"{name}={value}\n")
 
 
 def _github_env() -> Path:
@@ -149,6 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     kubeconfig.add_argument("stack")
     kubeconfig.add_argument("--out", required=True)
     kubeconfig.add_argument("--service-account-dir", default=str(ci_login.SERVICE_ACCOUNT_DIR))
+    plan = commands.add_parser("release-plan", help="the build of one release (the release workflow's step outputs)")
+    plan.add_argument("image")
+    plan.add_argument("--tag", required=True)
+    push = commands.add_parser("release-push", help="push the scanned OCI archive unchanged (skopeo); output digest")
+    push.add_argument("image")
+    push.add_argument("--tag", required=True)
+    push.add_argument("--archive", required=True)
+    sign = commands.add_parser("release-sign", help="needs id-token: write (keyless cosign)")
+    sign.add_argument("--needs", required=True, help="the build jobs' results and outputs: toJSON(needs)")
+    sign.add_argument("--sbom-dir", required=True, help="holds sbom-<image>.spdx.json of each build")
+    record = commands.add_parser("record-release", help="write a release's tag and digests into dev's train")
+    record.add_argument("release")
+    record.add_argument("--tag", required=True)
+    record.add_argument("--digests", required=True, help='{"<image>": "sha256:…"} (release-sign\'s output)')
+    record.add_argument("--body-out", required=True)
+    commands.add_parser("advisories", help="every prod stack's pins against stacks/advisories.py")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -159,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         GitHubError,
         ci_login.LoginError,
+        release.ReleaseError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -203,6 +254,8 @@ def _run(args: argparse.Namespace) -> int:
         print(ci_login.export_login(done, github_env))
         print(f"Logged in to {done.address}: policies {', '.join(done.policies)}, valid {done.ttl_seconds}s")
         return 0
+    if args.command in _RELEASE_COMMANDS:
+        return _RELEASE_COMMANDS[args.command](args, project_dir)
     if args.command == "kubeconfig":
         cfg = stack_config(args.stack, project_dir)
         config = ci_login.in_cluster_kubeconfig(
@@ -217,6 +270,79 @@ def _run(args: argparse.Namespace) -> int:
     Path(args.body_out).write_text(promotion_body(outcome) if outcome.changed else "")
     _github_output("changed", str(outcome.changed).lower())
     return 0
+
+
+def _release_plan(args: argparse.Namespace, project_dir: Path) -> int:
+    outputs = release.build_plan(args.image, args.tag).outputs()
+    for name, value in outputs.items():
+        _github_output(name, value)
+        print(f"{name}: {value}")
+    return 0
+
+
+def _release_push(args: argparse.Namespace, project_dir: Path) -> int:
+    plan = release.build_plan(args.image, args.tag)
+    archive = Path(args.archive)
+    digest = release.push_archive(archive, plan.reference, archive.with_name(archive.name + ".digest"))
+    _github_output("digest", digest)
+    print(f"Pushed {plan.reference} as {digest}")
+    return 0
+
+
+def _release_sign(args: argparse.Namespace, project_dir: Path) -> int:
+    digests = release.built_digests(_json_object(args.needs, "--needs"))
+    for name, digest in digests.items():
+        image = images.owned_image(name)
+        for command in release.sign_commands(image, digest, release.sbom_path(Path(args.sbom_dir), image)):
+            release.run_checked(command)
+    _github_output("digests", json.dumps(digests, sort_keys=True))
+    return 0
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise release.ReleaseError(f"{option} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise release.ReleaseError(f"{option} is no JSON object")
+    return value
+
+
+def _record_release(args: argparse.Namespace, project_dir: Path) -> int:
+    digests = {str(k): str(v) for k, v in _json_object(args.digests, "--digests").items()}
+    outcome = release.record_release(args.release, args.tag, digests, project_dir)
+    print(outcome.render(), end="")
+    Path(args.body_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.body_out).write_text(outcome.body())
+    _github_output("changed", str(bool(outcome.moves)).lower())
+    return 0
+
+
+def _advisories(args: argparse.Namespace, project_dir: Path) -> int:
+    today = datetime.date.today()
+    problems: list[str] = []
+    for stack in stacks_in(project_dir):
+        problems += advisories.check(stack_config(stack, project_dir), today)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(
+            f"{len(problems)} known Critical advisories of prod pins without an exception in force "
+            "(stacks/advisories.py)"
+        )
+    else:
+        print("No prod pin has a known Critical advisory without an exception in force (stacks/advisories.py)")
+    return 1 if problems else 0
+
+
+_RELEASE_COMMANDS = {
+    "release-plan": _release_plan,
+    "release-push": _release_push,
+    "release-sign": _release_sign,
+    "record-release": _record_release,
+    "advisories": _advisories,
+}
 
 
 def _open_promotion(args: argparse.Namespace, project_dir: Path, api: PullRequestApi | None = None) -> int:

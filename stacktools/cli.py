@@ -4,18 +4,23 @@
     python -m stacks diff A B [--json]              what changes from stack A to stack B
     python -m stacks diff --base REV STACK [--json] what changes in STACK from git revision REV to the working tree
     python -m stacks promote dev prod [--dry-run]   copy dev's release train into Pulumi.prod.yaml
+    python -m stacks advisories [STACK ...]         each pin's known advisories and exceptions (default: every stack)
 
-Exit codes: 0 success (diff/promote: nothing changed), 1 diff/promote: something changed, 2 error.
+Exit codes: 0 success (diff/promote: nothing changed), 1 diff/promote: something changed (advisories: a prod pin
+has a known Critical advisory without an exception in force), 2 error.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from pathlib import Path
 
-from stacks.loader import StackConfigError
+from stacks import advisories
+from stacks.loader import StackConfigError, load
+from stacks.stackfile import path_of, read_stack_config, stacks_in
 from stacktools import mocked
 from stacktools.diff import RevisionError, diff_plans, plan_at_revision
 from stacktools.plan import plan_stack, render_tree, write_plan
@@ -66,6 +71,17 @@ def _promote(args: argparse.Namespace) -> int:
     return 1 if outcome.changed else 0
 
 
+def _advisories(args: argparse.Namespace) -> int:
+    project_dir = Path(args.project_dir)
+    today = datetime.date.today()
+    failed = False
+    for index, stack in enumerate(args.stacks or stacks_in(project_dir)):
+        cfg = load(stack, *read_stack_config(path_of(project_dir, stack)))
+        print(("\n" if index else "") + advisories.render(cfg, today), end="")
+        failed = failed or bool(advisories.check(cfg, today))
+    return 1 if failed else 0
+
+
 class UsageError(Exception):
     pass
 
@@ -92,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     prom.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
     prom.add_argument("--allow-downgrade", action="store_true", help="allow moving the target to older versions")
     prom.set_defaults(run=_promote)
+    adv = commands.add_parser("advisories", help="each pinned component's known advisories, sources and exceptions")
+    adv.add_argument("stacks", nargs="*", help="stacks to report (default: every Pulumi.<stack>.yaml)")
+    adv.set_defaults(run=_advisories)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

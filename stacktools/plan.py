@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import yaml
 from pulumi.runtime import rpc
 
@@ -31,6 +32,8 @@ def mask(value: Any) -> Any:
         return SECRET
     if value is rpc.UNKNOWN or value == rpc.UNKNOWN:
         return UNKNOWN
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}  # a Helm values file (``valueYamlFiles``), as a reviewer reads it
     if isinstance(value, Mapping):
         return {str(k): mask(v) for k, v in sorted(value.items())}
     if isinstance(value, (list, tuple)):

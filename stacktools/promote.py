@@ -1,4 +1,5 @@
-"""Promotion: copy a tested release train (exact chart versions and image tags) from one stack to another.
+"""Promotion: copy a tested release train (exact chart versions, and each image's repository, tag and digest) from
+one stack to another.
 
 Only the train moves; sizing, domains and secret references of the target stay as they are. The target's stack file
 is edited in place with its comments and key order kept, and promoting twice changes nothing the second time.
@@ -22,21 +23,30 @@ from stacks.versions import is_exact_version, is_pinned_tag, version_key
 from stacktools.diff import PlanDiff, diff_plans
 from stacktools.plan import plan_config
 
-#: The release train: every exact version a release consists of (config key paths, camelCase).
+#: What names one image: where it is and which build. A release of an image this project builds (or a move to it, as
+#: from Bitnami's frozen Redis to this project's) changes these together, so they move together.
+IMAGE_FIELDS: Final = ("registry", "repository", "tag", "digest")
+_IMAGES: Final = (
+    "redis.images.redis",
+    "redis.images.sentinel",
+    "redis.images.exporter",
+    "redis.images.kubectl",
+    "redis.images.osShell",
+    "zitadel.image",
+    "zitadel.loginImage",
+    "zitadel.postgresImage",
+    "events.relay.image",
+)
+#: The release train: every chart version and image reference a release consists of (config key paths, camelCase).
 TRAIN: Final[tuple[str, ...]] = (
     "redis.chart.version",
-    "redis.images.redis.tag",
-    "redis.images.sentinel.tag",
-    "redis.images.exporter.tag",
-    "redis.images.kubectl.tag",
-    "redis.images.osShell.tag",
+    *(f"{image}.{field}" for image in _IMAGES[:5] for field in IMAGE_FIELDS),
     "zitadel.chart.version",
-    "zitadel.image.tag",
-    "zitadel.loginImage.tag",
-    "zitadel.postgresImage.tag",
-    "events.relay.image.tag",
+    *(f"{image}.{field}" for image in _IMAGES[5:] for field in IMAGE_FIELDS),
     "edge.chart.version",
 )
+#: The train's entries that have an order (a digest has none; the tag beside it does).
+_ORDERED: Final = (".version", ".tag")
 
 
 class PromotionError(RuntimeError):
@@ -50,13 +60,15 @@ def train_of(cfg: StackConfig) -> dict[str, str]:
         node: Any = document
         for part in path.split("."):
             node = node[part]
-        train[path] = str(node)
+        train[path] = "" if node is None else str(node)  # an image without a digest
     return train
 
 
 def unpinned(train: dict[str, str]) -> list[str]:
     def pinned(path: str, value: str) -> bool:
-        return is_exact_version(value) if path.endswith(".version") else is_pinned_tag(value)
+        if path.endswith(".version"):
+            return is_exact_version(value)
+        return is_pinned_tag(value) if path.endswith(".tag") else True
 
     return [f"{path} = {value!r}" for path, value in train.items() if not pinned(path, value)]
 
@@ -68,6 +80,8 @@ class Promotion:
     moves: dict[str, tuple[str, str]] = field(default_factory=dict)
     plan_diff: PlanDiff | None = None
     written: Path | None = None
+    #: What ``pulumi up`` of the promoted target would still refuse (``stacks.rules.DEPLOY_RULES``).
+    blockers: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -77,16 +91,21 @@ class Promotion:
         if not self.moves:
             return f"{self.target} already runs {self.source}'s release train: nothing to promote.\n"
         lines = [f"Promoting {self.source}'s release train to {self.target}:"]
-        lines += [f"  ~ {path}: {old} → {new}" for path, (old, new) in self.moves.items()]
+        lines += [f"  ~ {path}: {old or '(none)'} → {new or '(none)'}" for path, (old, new) in self.moves.items()]
         lines.append("")
         if self.plan_diff is not None:
             lines.append(self.plan_diff.render().rstrip("\n"))
+            lines.append("")
+        if self.blockers:
+            lines.append(f"{self.target} cannot be deployed yet (pulumi up refuses):")
+            lines += [f"  {blocker}" for blocker in self.blockers]
             lines.append("")
         lines.append(f"Wrote {self.written}." if self.written else "Dry run: nothing written.")
         return "\n".join(lines) + "\n"
 
 
-def _yaml() -> YAML:
+def stack_yaml() -> YAML:
+    """ruamel.yaml set to keep a stack file's comments, quotes and key order."""
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.indent(mapping=2, sequence=4, offset=2)
@@ -94,13 +113,30 @@ def _yaml() -> YAML:
     return yaml
 
 
-def _set_path(document: CommentedMap, path: str, value: str) -> None:
+def set_path(document: CommentedMap, path: str, value: str) -> None:
+    """Set config key ``path`` in a stack file's document; ``""`` removes it (an image without a digest), and the
+    mappings it leaves empty."""
     section, *rest = path.split(".")
     config = document.setdefault("config", CommentedMap())
-    node = config.setdefault(f"{names.PROJECT}:{section}", CommentedMap())
-    for part in rest[:-1]:
-        node = node.setdefault(part, CommentedMap())
-    node[rest[-1]] = value
+    keys = [f"{names.PROJECT}:{section}", *rest]
+    if value == "":
+        _remove(config, keys)
+        return
+    node = config
+    for key in keys[:-1]:
+        node = node.setdefault(key, CommentedMap())
+    node[keys[-1]] = value
+
+
+def _remove(node: CommentedMap, keys: list[str]) -> None:
+    if len(keys) == 1:
+        node.pop(keys[0], None)
+        return
+    child = node.get(keys[0])
+    if isinstance(child, CommentedMap):
+        _remove(child, keys[1:])
+        if not child:
+            del node[keys[0]]
 
 
 def promote(
@@ -130,15 +166,17 @@ def promote(
     if not promotion.moves:
         return promotion
     backwards = [
-        f"{path}: {old} → {new}" for path, (old, new) in promotion.moves.items() if version_key(new) < version_key(old)
+        f"{path}: {old} → {new}"
+        for path, (old, new) in promotion.moves.items()
+        if path.endswith(_ORDERED) and version_key(new) < version_key(old)
     ]
     if backwards and not allow_downgrade:
         raise PromotionError(f"{target} would go backwards (use --allow-downgrade): " + "; ".join(backwards))
 
-    yaml = _yaml()
+    yaml = stack_yaml()
     document = yaml.load(target_file.read_text()) or CommentedMap()
     for path in promotion.moves:
-        _set_path(document, path, wanted[path])
+        set_path(document, path, wanted[path])
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     new_text = buffer.getvalue()
@@ -148,6 +186,10 @@ def promote(
         load(target, *promoted)
     except StackConfigError as exc:
         raise PromotionError(f"the promoted {target} stack would be invalid:\n{exc}") from None
+    try:
+        load(target, *promoted, deploying=True)
+    except StackConfigError as exc:
+        promotion.blockers = exc.violations
     promotion.plan_diff = diff_plans(
         plan_config(target, target_config, target_secrets, project_dir),
         plan_config(target, *promoted, project_dir),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import socket
+import subprocess
 import threading
 from typing import Any, Final
 
@@ -51,3 +52,15 @@ class LoopbackServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a server this test bed started, SIGKILL it after 10 s; nothing if it has exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -22,7 +23,7 @@ from stacks import names
 from stacks.config import Chart
 from stacktools.plan import mask
 from testbed import artifacts, charts
-from tests.conftest import record
+from tests.conftest import PROJECT_DIR, record
 
 T = TypeVar("T")
 
@@ -63,6 +64,28 @@ class ReleaseInputs:
     name: str
     namespace: str
     values: dict[str, Any]
+    #: The ``valueYamlFiles``, parsed: under ``values`` (the provider merges ``values`` over them), with their nulls.
+    value_files: tuple[dict[str, Any], ...] = ()
+    #: The ``postrender`` command (a path in the project), or "".
+    postrender: str = ""
+
+    def helm_values(self) -> dict[str, Any]:
+        """The values Helm receives: each file's, then ``values`` over them (the provider's ``mergeMaps``)."""
+        merged: dict[str, Any] = {}
+        for layer in (*self.value_files, self.values):
+            merged = _merge(merged, layer)
+        return merged
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, maps merged key by key, a null kept (Helm then drops the chart's default)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 @_memo
@@ -71,6 +94,9 @@ def release_inputs(stack: str, release: str) -> ReleaseInputs:
     resource = record(stack).one(names.HELM_RELEASE_TYPE, release)
     # mask: numbers come back from the RPC layer as doubles; a secret would show up as "[secret]" in the render.
     inputs = mask(resource.inputs)
+    files = inputs.get("valueYamlFiles") or []
+    if files and not inputs.get("allowNullValues"):
+        raise AssertionError(f"{release}: values files without allowNullValues lose their nulls in the provider")
     return ReleaseInputs(
         chart=artifacts.ChartRef(
             chart=inputs["chart"],
@@ -80,6 +106,8 @@ def release_inputs(stack: str, release: str) -> ReleaseInputs:
         name=inputs["name"],
         namespace=inputs["namespace"],
         values=inputs.get("values", {}),
+        value_files=tuple(dict(yaml.safe_load(f["text"])) for f in files),
+        postrender=inputs.get("postrender", ""),
     )
 
 
@@ -89,10 +117,40 @@ def chart_archive(chart: Chart | artifacts.ChartRef) -> charts.ChartArchive:
     return charts.load(available(lambda: artifacts.chart_archive(ref)))
 
 
+#: Marks a hook: Helm 3 (the Kubernetes provider's) post-renders a release's manifests, not its hooks.
+HOOK_ANNOTATION: Final = "helm.sh/hook"
+
+
+def is_hook(manifest: dict[str, Any]) -> bool:
+    return HOOK_ANNOTATION in ((manifest.get("metadata") or {}).get("annotations") or {})
+
+
+def post_rendered(manifests: list[dict[str, Any]], command: str) -> list[dict[str, Any]]:
+    """``manifests`` after the release's post-renderer, run as the provider runs it: the project's executable, the
+    release's manifests (not its hooks) on stdin, a YAML stream on stdout; hooks stay as rendered, in place."""
+    applied = [m for m in manifests if not is_hook(m)]
+    result = subprocess.run(
+        [str(PROJECT_DIR / command)],
+        input=yaml.safe_dump_all(applied, explicit_start=True),
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_DIR,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}): {result.stderr.strip()}")
+    rendered = iter(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+    return [m if is_hook(m) else next(rendered) for m in manifests]
+
+
 @_memo
 def _render(stack: str, release: str) -> charts.Rendered:
     inputs = release_inputs(stack, release)
-    return chart_archive(inputs.chart).render(inputs.values, name=inputs.name, namespace=inputs.namespace)
+    rendered = chart_archive(inputs.chart).render(inputs.helm_values(), name=inputs.name, namespace=inputs.namespace)
+    if not inputs.postrender:
+        return rendered
+    return charts.Rendered(manifests=post_rendered(rendered.manifests, inputs.postrender), crds=rendered.crds)
 
 
 def rendered(stack: str, release: str) -> list[dict[str, Any]]:
@@ -144,8 +202,9 @@ def labelled(manifest: dict[str, Any]) -> str:
     return f"{manifest['kind']}/{manifest['metadata']['name']}"
 
 
-#: API groups of custom resources (ZITADEL's Gateway API routes): test_edge checks them against their CRDs.
-CUSTOM_RESOURCE_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/")
+#: API groups of custom resources: ZITADEL's Gateway API routes (test_edge checks them against their CRDs) and the
+#: Redis chart's ServiceMonitor (test_observability does).
+CUSTOM_RESOURCE_GROUPS = ("gateway.networking.k8s.io/", "gateway.envoyproxy.io/", "monitoring.coreos.com/")
 
 
 def kubernetes_errors(manifests: list[dict[str, Any]]) -> list[str]:

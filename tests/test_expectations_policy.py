@@ -462,10 +462,10 @@ def test_loose_chart_versions_fail(version: str) -> None:
 
 # --- masterkey-protected-in-prod -----------------------------------------------------------------------------------
 
+#: ZITADEL reads its masterkey from Vault as a file: no Kubernetes Secret holds it.
 MASTERKEY_HOLDERS = [
     ("random:index/randomPassword:RandomPassword", "zitadel-masterkey"),
     ("vault:kv/secretV2:SecretV2", "zitadel"),
-    ("kubernetes:core/v1:Secret", "zitadel-masterkey"),
 ]
 
 
@@ -483,6 +483,8 @@ def test_every_masterkey_holder_is_protected_in_prod(type_: str, name: str) -> N
         ("random:index/randomPassword:RandomPassword", "redis-password"),
         ("vault:kv/secretV2:SecretV2", "redis"),
         ("kubernetes:core/v1:Secret", "zitadel"),
+        # The chart's masterkeySecretName now names a Secret with no masterkey in it (the anchor).
+        ("kubernetes:core/v1:Secret", "zitadel-vault-config-anchor"),
     ],
 )
 def test_other_secrets_may_rotate(type_: str, name: str) -> None:
@@ -699,10 +701,8 @@ def test_the_environment_decides_what_is_prod_not_the_name(stack_name: str, refu
     reported = Reported()
     policy_named("redis-sentinel-ha", MISLEADING.__getitem__).validate(small_group, reported)
     assert reported.messages == (["prod needs at least 3 Redis nodes, has 2"] if refused else [])
-    secret = "kubernetes:core/v1:Secret"
-    unprotected = ResourceValidationArgs(
-        secret, {}, urn(stack_name, secret, "zitadel-masterkey"), "zitadel-masterkey", options(), None
-    )
+    secret = "vault:kv/secretV2:SecretV2"
+    unprotected = ResourceValidationArgs(secret, {}, urn(stack_name, secret, "zitadel"), "zitadel", options(), None)
     reported = Reported()
     policy_named("masterkey-protected-in-prod", MISLEADING.__getitem__).validate(unprotected, reported)
     message = "the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"
@@ -714,7 +714,7 @@ def test_the_pack_enforces_the_masterkey_and_cache_policies() -> None:
     assert isinstance(masterkey, ResourceValidationPolicy)
     assert masterkey.enforcement_level == EnforcementLevel.MANDATORY
     reported = Reported()
-    secret = "kubernetes:core/v1:Secret"
+    secret = "random:index/randomPassword:RandomPassword"
     args = ResourceValidationArgs(
         secret, {}, urn("prod", secret, "zitadel-masterkey"), "zitadel-masterkey", options(), None
     )

@@ -89,7 +89,7 @@ WIRING: list[Row] = [
     both(f"{ZITADEL}.parent", "blinkchamber:identity:Zitadel::zitadel"),
     both('["kubernetes:core/v1:Namespace::database"].parent', "blinkchamber:identity:RedisSentinel::redis"),
     both('["kubernetes:core/v1:Namespace::zitadel"].parent', "blinkchamber:identity:Zitadel::zitadel"),
-    both('["kubernetes:core/v1:Secret::zitadel-masterkey"].parent', "blinkchamber:identity:Zitadel::zitadel"),
+    both('["kubernetes:core/v1:Secret::zitadel-vault-config-anchor"].parent', "blinkchamber:identity:Zitadel::zitadel"),
     both('["vault:kv/secretV2:SecretV2::redis"].parent', "blinkchamber:identity:VaultAccess::vault"),
     both(
         '["random:index/randomPassword:RandomPassword::zitadel-masterkey"].parent',
@@ -141,7 +141,6 @@ WIRING: list[Row] = [
         both(f"{ZITADEL}.dependsOn", Contains(dependency))
         for dependency in (
             "kubernetes:core/v1:Namespace::zitadel",
-            "kubernetes:core/v1:Secret::zitadel-masterkey",
             "kubernetes:core/v1:Secret::zitadel-vault-config-anchor",
             "vault:index/policy:Policy::zitadel-read",
             "vault:kubernetes/authBackendRole:AuthBackendRole::zitadel-role",
@@ -160,13 +159,9 @@ WIRING: list[Row] = [
         Contains("vault:kv/secretV2:SecretV2::zitadel-database"),
         Lacks("vault:kv/secretV2:SecretV2::zitadel-database"),
     ),
-    # The Kubernetes Secrets ZITADEL's chart reads, in its namespace; the masterkey protected in prod.
-    both(
-        '["kubernetes:core/v1:Secret::zitadel-masterkey"].inputs.metadata',
-        {"name": "zitadel-masterkey", "namespace": "zitadel"},
-    ),
-    both('["kubernetes:core/v1:Secret::zitadel-masterkey"].inputs.stringData', "[secret]"),
-    ('["kubernetes:core/v1:Secret::zitadel-masterkey"].protect', False, True),
+    # The Kubernetes Secrets ZITADEL's chart reads, in its namespace. No masterkey among them: ZITADEL reads it from
+    # Vault (the Vault secret and its random value are what prod protects).
+    both('["kubernetes:core/v1:Secret::zitadel-masterkey"]', ABSENT),
     (
         '["kubernetes:core/v1:Secret::zitadel-postgresql-auth"].inputs.metadata',
         {"name": "zitadel-postgresql-auth", "namespace": "zitadel"},

@@ -80,7 +80,7 @@ VAULT: list[Row] = [
     (f"{KV.format('zitadel')}.protect", False, True),
     both(f"{RANDOM.format('redis-password')}.protect", False),
     both(f"{KV.format('redis')}.protect", False),
-    # Read, and only read, on exactly the paths each consumer needs; nobody reads the masterkey from Vault.
+    # Read, and only read, on exactly the paths each consumer needs; ZITADEL alone reads its masterkey.
     both(f"{POLICY.format('redis-read')}.inputs.name", "redis-read"),
     both(
         f"{POLICY.format('redis-read')}.inputs.policy",
@@ -89,7 +89,7 @@ VAULT: list[Row] = [
     both(f"{POLICY.format('zitadel-read')}.inputs.name", "zitadel-read"),
     both(
         f"{POLICY.format('zitadel-read')}.inputs.policy",
-        read("secret/data/redis-users/zitadel", "secret/data/zitadel-database"),
+        read("secret/data/redis-users/zitadel", "secret/data/zitadel", "secret/data/zitadel-database"),
     ),
     both(f"{POLICY.format('event-consumer-read')}.inputs.policy", read("secret/data/redis-users/event-consumer")),
     # One password per Redis client user, and their hashes for the Redis pods, all Pulumi secrets.

@@ -12,7 +12,8 @@ import pytest
 from components.wiring import zitadel_args
 from components.zitadel import zitadel_values
 from stacks.config import StackConfig
-from tests.conftest import stack_config
+from stacktools.plan import mask
+from tests.conftest import recorded, stack_config
 from tests.expectations import ABSENT, Row, both, mismatches, resources
 
 CONFIG = "zitadel.configmapConfig"
@@ -26,6 +27,42 @@ SECRETS_TEMPLATE = (
     "  Postgres:\n"
     '    DSN: {{ with secret "secret/data/zitadel-database" }}{{ .Data.data.dsn | toJSON }}{{ end }}\n'
 )
+
+
+MASTERKEY_TEMPLATE = '{{- with secret "secret/data/zitadel" -}}{{ .Data.data.masterkey }}{{- end }}'
+#: The admin machine key of the first instance: valid for a day after the setup job started (the chart's: 2029).
+FIRST_INSTANCE_TEMPLATE = (
+    "FirstInstance:\n"
+    "  Org:\n"
+    "    Machine:\n"
+    "      MachineKey:\n"
+    '        ExpirationDate: "{{ sprig_dateInZone "2006-01-02T15:04:05Z07:00" '
+    '(sprig_now | sprig_dateModify "+24h") "UTC" }}"\n'
+)
+
+
+def masterkey(where: str, present: bool) -> list[Row]:
+    """The masterkey alone in its file, where ZITADEL decrypts; nowhere else."""
+    inject = f'{where}["vault.hashicorp.com/'
+    if not present:
+        return [both(f'{inject}agent-inject-template-zitadel-masterkey"]', ABSENT)]
+    return [
+        both(f'{inject}agent-inject-secret-zitadel-masterkey"]', "secret/data/zitadel"),
+        both(f'{inject}agent-inject-template-zitadel-masterkey"]', MASTERKEY_TEMPLATE),
+        both(f'{inject}agent-inject-file-zitadel-masterkey"]', ABSENT),  # /vault/secrets/zitadel-masterkey
+        both(f'{inject}error-on-missing-key-zitadel-masterkey"]', "true"),
+    ]
+
+
+def first_instance(where: str, present: bool) -> list[Row]:
+    inject = f'{where}["vault.hashicorp.com/'
+    if not present:
+        return [both(f'{inject}agent-inject-template-zitadel-first-instance"]', ABSENT)]
+    return [
+        both(f'{inject}agent-inject-secret-zitadel-first-instance"]', ABSENT),  # it reads no secret
+        both(f'{inject}agent-inject-template-zitadel-first-instance"]', FIRST_INSTANCE_TEMPLATE),
+        both(f'{inject}agent-inject-file-zitadel-first-instance"]', "zitadel-first-instance.yaml"),
+    ]
 
 
 def injected(where: str) -> list[Row]:
@@ -83,14 +120,36 @@ VALUES: list[Row] = [
             "Organization",
         )
     ),
-    # Secrets: the masterkey from the program's Secret, the rest from the Vault-rendered file.
-    both("zitadel.masterkeySecretName", "zitadel-masterkey"),
+    # Secrets, all from Vault: the masterkey as a file of its own, the rest in the Vault-rendered config file. The
+    # chart requires a masterkeySecretName (its setup job's env): the anchor, which holds no masterkey.
+    both("zitadel.masterkeySecretName", "zitadel-vault-config-anchor"),
     both("zitadel.masterkey", ABSENT),
     both("zitadel.configSecretName", "zitadel-vault-config-anchor"),
     both("zitadel.configSecretKey", "../vault/secrets/zitadel-secrets.yaml"),
     *injected("podAnnotations"),
     *injected("setupJob.podAnnotations"),
     *injected("initJob.podAnnotations"),
+    *masterkey("podAnnotations", True),
+    *masterkey("setupJob.podAnnotations", True),
+    *masterkey("initJob.podAnnotations", False),
+    # The setup job: the chart's default argument, then the masterkey from the file alone (the last value of a flag
+    # wins: the chart's --masterkeyFromEnv is undone), then the admin key's expiry, after the chart's steps.
+    both(
+        "setupJob.additionalArgs",
+        [
+            "--init-projections=true",
+            "--masterkeyFromEnv=false",
+            "--masterkeyFile",
+            "/vault/secrets/zitadel-masterkey",
+            "--steps",
+            "/vault/secrets/zitadel-first-instance.yaml",
+        ],
+    ),
+    *first_instance("setupJob.podAnnotations", True),
+    *first_instance("podAnnotations", False),
+    *first_instance("initJob.podAnnotations", False),
+    # The first instance as the chart defines it (the nulls file removes its admin's PAT: test_zitadel_release).
+    both(f"{CONFIG}.FirstInstance", ABSENT),
     # Postgres: bundled in dev (its passwords in a program-made Secret), external in prod.
     ("postgresql.enabled", True, False),
     both("postgresql.auth.existingSecret", "zitadel-postgresql-auth"),
@@ -112,6 +171,29 @@ VALUES: list[Row] = [
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_zitadel_values(stack: str) -> None:
     assert mismatches(zitadel_values(zitadel_args(stack_config(stack))), VALUES, stack) == []
+
+
+RELEASE: list[Row] = [
+    # Nulls reach Helm only from a values file, and only with allowNullValues: no PAT for the first admin.
+    both(
+        "valueYamlFiles",
+        [
+            {
+                "text": "zitadel:\n  configmapConfig:\n    FirstInstance:\n      Org:\n        Machine:\n"
+                "          Pat: null\n"
+            }
+        ],
+    ),
+    both("allowNullValues", True),
+    # The Deployment's masterkey from the agent's file (chart 9.34.0 has no value for it).
+    both("postrender", "bin/zitadel-postrender"),
+]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_zitadel_release(stack: str) -> None:
+    release = mask(recorded(stack).one("kubernetes:helm.sh/v3:Release", "zitadel").inputs)
+    assert mismatches(release, RELEASE, stack) == []
 
 
 def with_zitadel(cfg: StackConfig, **changes: Any) -> StackConfig:

@@ -205,15 +205,21 @@ def test_declared_and_rendered_policies(stack: str, recording: mocked.Recording)
     expected += ["zitadel-postgresql"] if stack == "dev" else []
     # The event relay's own policies (components/event_relay.py).
     expected += ["event-relay", "zitadel-from-event-relay"]
+    # Prod is watched (observability.enabled): Prometheus to ZITADEL, the relay, the proxies and the ratelimit pods.
+    watched = stack == "prod"
+    expected += ["prometheus-to-event-relay", "prometheus-to-zitadel"] if watched else []
     assert named("zitadel") == sorted([*expected, "zitadel-server"])
-    assert named("envoy-gateway-system") == [
-        "edge-certgen",
-        "edge-controller",
-        "edge-default-deny",
-        "edge-dns",
-        "edge-proxies",
-        "edge-rate-limit",
-    ]
+    assert named("envoy-gateway-system") == sorted(
+        [
+            "edge-certgen",
+            "edge-controller",
+            "edge-default-deny",
+            "edge-dns",
+            "edge-proxies",
+            "edge-rate-limit",
+            *(["prometheus-to-envoy-ratelimit", "prometheus-to-identity-edge-proxies"] if watched else []),
+        ]
+    )
     for declared in declared_policies(recording):
         assert declared["metadata"]["namespace"] in ("zitadel", "envoy-gateway-system")
         kubernetes_validate.validate(declared, "1.30.0", strict=True)  # raises on a misspelled field

@@ -15,6 +15,7 @@ from pulumi.runtime import rpc
 
 from stacks.loader import StackConfigError, load
 from stacks.stackfile import parse_stack_config
+from stacks.stackfile import read_stack_config as read_stack
 from stacktools import mocked
 from stacktools.plan import describe, write_plan
 from tests.conftest import PROJECT_DIR, recorded
@@ -149,3 +150,37 @@ def test_a_secret_set_as_the_readme_says_passes(key: str) -> None:
 )
 def test_a_pasted_credential_fails(entry: Callable[[], str], expected: str) -> None:
     assert expected in violations("prod", stack_text("prod") + entry())
+
+
+# --- the first instance's admin key: read, never kept in plain text ---------------------------------------------------
+
+
+def test_the_admin_key_is_read_with_its_data_and_metadata_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The chart's setup job writes the Secret with `kubectl apply`: its last-applied-configuration annotation repeats
+    # the key, so the read keeps the metadata encrypted in the state as well as the data.
+    import pulumi
+    import pulumi_kubernetes as k8s
+
+    reads: list[tuple[str, pulumi.ResourceOptions | None]] = []
+    original = k8s.core.v1.Secret.get
+
+    def spy(resource_name: str, id: Any, opts: pulumi.ResourceOptions | None = None) -> k8s.core.v1.Secret:
+        reads.append((resource_name, opts))
+        return original(resource_name, id, opts)
+
+    monkeypatch.setattr(k8s.core.v1.Secret, "get", staticmethod(spy))
+    mocked.run_program("prod", *read_stack(PROJECT_DIR / "Pulumi.prod.yaml"))
+    assert [name for name, _ in reads] == ["zitadel-admin-key"]
+    opts = reads[0][1]
+    assert opts is not None and sorted(opts.additional_secret_outputs or []) == ["data", "metadata", "stringData"]
+
+
+def test_the_admin_key_from_the_stack_is_a_secret_provider_input() -> None:
+    # With zitadelAdminKey set, the key goes to the provider's input as a Pulumi secret: encrypted in the state.
+    config, secret_keys = read_stack(PROJECT_DIR / "Pulumi.prod.yaml")
+    key = json.dumps({"type": "serviceaccount", "keyId": secrets.token_hex(8), "key": secrets.token_urlsafe(32)})
+    recording = mocked.run_program("prod", {**config, "zitadelAdminKey": key}, [*secret_keys, "zitadelAdminKey"])
+    provider = recording.one("pulumi:providers:zitadel", "zitadel").inputs
+    assert rpc.is_rpc_secret(provider["jwtProfileJson"])
+    assert key not in plain_text(provider)
+    assert [r for r in recording.resources if r.name == "zitadel-admin-key"] == []

@@ -59,8 +59,12 @@ def test_plan_json_output(tmp_path: Path) -> None:
     result = run_cli("plan", "prod", "--json", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    masterkey = plan["resources"]["kubernetes:core/v1:Secret::zitadel-masterkey"]
-    assert masterkey["protect"] is True and masterkey["inputs"]["stringData"] == "[secret]"
+    masterkey = plan["resources"]["vault:kv/secretV2:SecretV2::zitadel"]
+    assert masterkey["protect"] is True and masterkey["inputs"]["dataJson"] == "[secret]"
+    # The Helm values file of the ZITADEL release (its nulls), as text a reviewer reads.
+    zitadel = plan["resources"]["kubernetes:helm.sh/v3:Release::zitadel"]["inputs"]
+    nulls = "zitadel:\n  configmapConfig:\n    FirstInstance:\n      Org:\n        Machine:\n          Pat: null\n"
+    assert zitadel["valueYamlFiles"] == [{"text": nulls}]
 
 
 def test_invalid_stack_fails_with_the_rule(tmp_path: Path) -> None:

@@ -143,8 +143,8 @@ SMALL_GROUP = [
     "redis: prod needs a Sentinel quorum of at least 2, has 1",
 ]
 _MASTERKEY = "the ZITADEL masterkey must be protected in prod: losing it loses every encrypted record"
-#: The random value, its Vault copy and the Kubernetes Secret.
-UNPROTECTED_MASTERKEY = [f"zitadel-masterkey: {_MASTERKEY}"] * 2 + [f"zitadel: {_MASTERKEY}"]
+#: The random value and its Vault copy (ZITADEL reads it from there: no Kubernetes Secret holds it).
+UNPROTECTED_MASTERKEY = [f"zitadel-masterkey: {_MASTERKEY}", f"zitadel: {_MASTERKEY}"]
 
 
 def other_stack(

@@ -271,13 +271,14 @@ def test_the_recording_resolves_options_as_the_engine_receives_them(tmp_path: Pa
 
 @pytest.fixture
 def engine_config(tmp_path: Path) -> Iterator[Callable[[str], StackConfig]]:
-    """Load ``prod`` the way ``pulumi up`` runs the program: config from the runtime, the project's directory set."""
+    """Load ``prod`` the way ``pulumi preview`` runs the program: config from the runtime, the project's directory
+    set (``pulumi up`` adds the deploy rules: tests/test_release.py)."""
 
     def load(extra: str) -> StackConfig:
         text = (PROJECT_DIR / "Pulumi.prod.yaml").read_text() + extra
         (tmp_path / "Pulumi.prod.yaml").write_text(text)
         config, secret_keys = parse_stack_config(text)  # the engine decrypts; the stand-in is as good here
-        pulumi.runtime.reset_options(project=names.PROJECT, stack="prod", root_directory=str(tmp_path))
+        pulumi.runtime.reset_options(project=names.PROJECT, stack="prod", root_directory=str(tmp_path), preview=True)
         pulumi.runtime.set_all_config(
             mocked.pulumi_config_values(config), [f"{names.PROJECT}:{key}" for key in secret_keys]
         )

@@ -17,6 +17,7 @@ import redis
 
 from components import redis_acl
 from components.redis import exporter_args
+from components.wiring import event_streams
 from testbed import exporter
 from testbed.redisbed import RedisBed, binaries_available, running_bed
 from testbed.required import require
@@ -78,6 +79,9 @@ ALLOWED: dict[str, list[tuple[Any, ...]]] = {
         (0, "LATENCY", "LATEST"),
         (0, "LATENCY", "HISTOGRAM"),
         (0, "CLIENT", "SETNAME", "redis_exporter"),
+        # Its stream checks (the alerts' consumer lag); XINFO CONSUMERS in the scrape test below, which has a group.
+        (1, "XINFO", "STREAM", "zitadel:events:high"),
+        (1, "XINFO", "GROUPS", "zitadel:events:high"),
     ],
     "event-consumer": [
         (1, "XGROUP", "CREATE", "zitadel:events:normal", "workers", "0", "MKSTREAM"),
@@ -137,6 +141,11 @@ REFUSED: dict[str, list[tuple[Any, ...]]] = {
     "exporter": [
         (0, "GET", "rl:x"),
         (1, "XRANGE", "zitadel:events:high", "-", "+"),
+        (1, "XREAD", "STREAMS", "zitadel:events:high", "0"),
+        (1, "XLEN", "zitadel:events:high"),
+        # XINFO only on the streams: not on another client's key.
+        (1, "XINFO", "STREAM", "relay:i:cursor"),
+        (1, "XGROUP", "CREATE", "zitadel:events:high", "spy", "0"),
         (0, "SET", "x", "1"),
         (0, "EVAL", "return 1", "0"),
         (0, "CONFIG", "SET", "maxmemory", "1"),
@@ -175,6 +184,10 @@ SENTINEL_REFUSED: list[tuple[str, ...]] = [
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisBed]:
     with running_bed(stack_config("dev").redis, tmp_path_factory.mktemp("redis-acl")) as started:
+        # The streams exist, as in a running stack: each command below meets them whatever runs first.
+        events = started.client(started.nodes[0].port, db=1)
+        for stream in ("zitadel:events:high", "zitadel:events:normal", "zitadel:events:low"):
+            events.xadd(stream, {"type": "user.human.added"})
         yield started
 
 
@@ -242,15 +255,26 @@ def test_the_exporter_scrapes_everything_as_its_user(bed: RedisBed, tmp_path: Pa
     """Debian's prometheus-redis-exporter with the program's flags, its password file holding the exporter user's
     password: Redis answers every scrape without an error, and the chart's own user is never used."""
     require(exporter.available(), exporter.BINARY, "apt-get install prometheus-redis-exporter")
-    address = f"redis://localhost:{bed.nodes[0].port}"
+    cfg = stack_config("dev")
+    address = f"redis://localhost:{bed.master_port()}"
     password_file = tmp_path / "redis-exporter.json"
     password_file.write_text(json.dumps({address: bed.user_passwords["exporter"]}))
-    flags = {**exporter_args(), "redis.password-file": str(password_file)}
-    operator = bed.client(bed.nodes[0].port)
+    flags = {**exporter_args(event_streams(cfg), cfg.events.db), "redis.password-file": str(password_file)}
+    operator = bed.client(bed.master_port())
     operator.acl_log_reset()
+    # A group with one entry delivered and not acknowledged: what the lag and pending-age alerts read.
+    events = bed.client(bed.master_port(), db=1)
+    events.xadd("zitadel:events:low", {"k": "v"})
+    events.xgroup_create("zitadel:events:low", "exporter-check", id="0")
+    events.xreadgroup("exporter-check", "worker-1", {"zitadel:events:low": ">"}, count=1)
     metrics = exporter.scrape(address, flags)
     assert (metrics["redis_up"], metrics['redis_exporter_last_scrape_error{err=""}']) == ("1", "0")
     # What the capacity model and alerts read comes from INFO: maxmemory and memory in use, no CONFIG GET.
     assert float(metrics["redis_memory_max_bytes"]) > 0 and float(metrics["redis_memory_used_bytes"]) > 0
-    # Nothing it sends by default is refused (each refusal would be an ACL LOG entry).
+    # And from XINFO STREAM, GROUPS and CONSUMERS on the streams, named exactly.
+    group = 'db="db1",group="exporter-check",stream="zitadel:events:low"'
+    assert metrics[f"redis_stream_group_messages_pending{{{group}}}"] == "1"
+    assert 'redis_stream_last_generated_id{db="db1",stream="zitadel:events:low"}' in metrics
+    assert any(key.startswith("redis_stream_group_consumer_idle_seconds{") and "worker-1" in key for key in metrics)
+    # Nothing it sends is refused (each refusal would be an ACL LOG entry).
     assert operator.acl_log() == []

@@ -6,6 +6,7 @@ Every scenario ends with the same proof: each event the stand-in committed is in
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import secrets
 import signal
@@ -156,14 +157,21 @@ def make_env(bed: RedisBed, prod: StackConfig, tmp: Path) -> Env:
     return Env(bed, api, settings, doc, token, tmp)
 
 
-@pytest.fixture
-def env(shared_bed: RedisBed, prod: StackConfig, tmp_path: Path) -> Iterator[Env]:
-    e = make_env(shared_bed, prod, tmp_path)
+@contextlib.contextmanager
+def env_on(bed: RedisBed, prod: StackConfig, tmp: Path) -> Iterator[Env]:
+    """``make_env``, with every bridge it started stopped and the stand-in closed afterwards."""
+    e = make_env(bed, prod, tmp)
     try:
         yield e
     finally:
         e.stop_all()
         e.api.close()
+
+
+@pytest.fixture
+def env(shared_bed: RedisBed, prod: StackConfig, tmp_path: Path) -> Iterator[Env]:
+    with env_on(shared_bed, prod, tmp_path) as e:
+        yield e
 
 
 def mixed(count: int, start: int = 0) -> list[EventSpec]:
@@ -543,13 +551,8 @@ def test_an_event_api_outage_is_retried(env: Env) -> None:
 
 @pytest.fixture
 def own_env(prod: StackConfig, tmp_path: Path) -> Iterator[Env]:
-    with running_bed(prod.redis, tmp_path / "bed") as bed:
-        e = make_env(bed, prod, tmp_path)
-        try:
-            yield e
-        finally:
-            e.stop_all()
-            e.api.close()
+    with running_bed(prod.redis, tmp_path / "bed") as bed, env_on(bed, prod, tmp_path) as e:
+        yield e
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:

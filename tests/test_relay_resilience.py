@@ -33,7 +33,7 @@ from tests.conftest import stack_config
 from tests.test_relay_bridge import (
     Env,
     entries,
-    make_env,
+    env_on,
     mixed,
     push_each,
     relay_process,
@@ -55,24 +55,15 @@ def shared_bed(prod: StackConfig, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def env(shared_bed: RedisBed, prod: StackConfig, tmp_path: Path) -> Iterator[Env]:
-    e = make_env(shared_bed, prod, tmp_path)
-    try:
+    with env_on(shared_bed, prod, tmp_path) as e:
         yield e
-    finally:
-        e.stop_all()
-        e.api.close()
 
 
 @pytest.fixture
 def own_env(prod: StackConfig, tmp_path: Path) -> Iterator[Env]:
     """A Sentinel group of its own, for the scenarios that break Redis or change its users."""
-    with running_bed(prod.redis, tmp_path / "bed") as bed:
-        e = make_env(bed, prod, tmp_path)
-        try:
-            yield e
-        finally:
-            e.stop_all()
-            e.api.close()
+    with running_bed(prod.redis, tmp_path / "bed") as bed, env_on(bed, prod, tmp_path) as e:
+        yield e
 
 
 # --- answers ZITADEL never gives -----------------------------------------------------------------------------------

@@ -438,17 +438,153 @@ def test_zitadel_loads_the_vault_rendered_file(stack: str) -> None:
         assert volumes["zitadel-secret-config-yaml"]["secret"]["secretName"] == "zitadel-vault-config-anchor"
     setup = container(zitadel_pods["Job/zitadel-setup"], "zitadel-setup")
     steps = [setup["args"][i + 1] for i, arg in enumerate(setup["args"][:-1]) if arg == "--steps"]
-    assert steps == ["/config/zitadel-config-yaml", ZITADEL_VAULT_CONFIG_ARG]
+    assert steps == [
+        "/config/zitadel-config-yaml",
+        ZITADEL_VAULT_CONFIG_ARG,
+        "/vault/secrets/zitadel-first-instance.yaml",
+    ]
 
 
-def test_zitadel_reads_its_masterkey_from_the_program_secret(stack: str) -> None:
+# --- ZITADEL: the masterkey from Vault, as a file -----------------------------------------------------------------
+
+MASTERKEY_FILE = "/vault/secrets/zitadel-masterkey"
+
+
+def masterkey_source(args: list[str]) -> tuple[str, str]:
+    """Where ZITADEL v4.13 takes its masterkey from with these args (cmd/key/masterkey.go): pflag keeps a flag's last
+    value, and ZITADEL refuses anything but exactly one of --masterkey, --masterkeyFile (-m), --masterkeyFromEnv."""
+    from_env, path, value = False, "", ""
+    index = 0
+    while index < len(args):
+        name, has_value, inline = args[index].partition("=")
+        if name == "--masterkeyFromEnv":
+            from_env = inline.lower() in ("1", "t", "true") if has_value else True
+        elif name in ("--masterkeyFile", "-m", "--masterkey"):
+            given = inline if has_value else args[index + 1]
+            index += 0 if has_value else 1
+            path, value = (given, value) if name != "--masterkey" else (path, given)
+        index += 1
+    sources = [("env", "ZITADEL_MASTERKEY")] if from_env else []
+    sources += [("file", path)] if path else []
+    sources += [("argument", value)] if value else []
+    if len(sources) != 1:
+        raise ValueError(f"masterkey must either be provided by file path, value or environment variable: {sources}")
+    return sources[0]
+
+
+def test_the_masterkey_source_follows_the_flags_last_value() -> None:
+    assert masterkey_source(["start", "--masterkeyFromEnv"]) == ("env", "ZITADEL_MASTERKEY")
+    assert masterkey_source(["setup", "--masterkeyFromEnv", "--masterkeyFromEnv=false", "-m", "/k"]) == ("file", "/k")
+    with pytest.raises(ValueError):
+        masterkey_source(["setup", "--masterkeyFromEnv", "--masterkeyFile", "/k"])
+    with pytest.raises(ValueError):
+        masterkey_source(["start"])
+
+
+def test_zitadel_reads_its_masterkey_from_the_vault_agent_file(stack: str) -> None:
     zitadel_pods = pods(stack, "zitadel")
     for label, name in (("Deployment/zitadel", "zitadel"), ("Job/zitadel-setup", "zitadel-setup")):
-        c = container(zitadel_pods[label], name)
-        assert "--masterkeyFromEnv" in c["args"], label
-        assert env(c)["ZITADEL_MASTERKEY"]["valueFrom"] == {
-            "secretKeyRef": {"name": "zitadel-masterkey", "key": "masterkey"}
-        }
+        pod = zitadel_pods[label]
+        c = container(pod, name)
+        assert masterkey_source(c["args"]) == ("file", MASTERKEY_FILE), label
+        annotations = pod["metadata"]["annotations"]
+        assert annotations[f"{VAULT}agent-inject-template-zitadel-masterkey"] == (
+            '{{- with secret "secret/data/zitadel" -}}{{ .Data.data.masterkey }}{{- end }}'
+        ), label
+        assert annotations[f"{VAULT}error-on-missing-key-zitadel-masterkey"] == "true", label
+        assert f"{VAULT}agent-inject-file-zitadel-masterkey" not in annotations, label  # the file is its name
+    # The server reads no masterkey env at all; the setup job's (the chart hard-codes it) names a Secret whose value
+    # is not one: ZITADEL refuses a masterkey that is not 32 bytes.
+    assert "ZITADEL_MASTERKEY" not in env(container(zitadel_pods["Deployment/zitadel"], "zitadel"))
+    setup_env = env(container(zitadel_pods["Job/zitadel-setup"], "zitadel-setup"))
+    assert setup_env["ZITADEL_MASTERKEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "zitadel-vault-config-anchor", "key": "masterkey"}
+    }
+    anchor = rpc.unwrap_rpc_secret(recorded(stack).one(K8S_SECRET, "zitadel-vault-config-anchor").inputs["stringData"])
+    assert anchor["masterkey"] == "unused: ZITADEL reads its masterkey from the Vault agent's file (--masterkeyFile)"
+    assert len(anchor["masterkey"].encode()) != 32
+    # The init job only creates the database: no masterkey there.
+    init = zitadel_pods["Job/zitadel-init"]["metadata"]["annotations"]
+    assert not [a for a in init if "masterkey" in a]
+    assert masterkey_source_free(container(zitadel_pods["Job/zitadel-init"], "zitadel-init")["args"])
+
+
+def masterkey_source_free(args: list[str]) -> bool:
+    return not [a for a in args if a.startswith(("--masterkey", "-m"))]
+
+
+def test_the_post_renderer_is_what_moves_the_servers_masterkey_to_the_file(stack: str) -> None:
+    inputs = rendering.release_inputs(stack, "zitadel")
+    assert inputs.postrender == "bin/zitadel-postrender"
+    plain = rendering.chart_archive(inputs.chart).render(
+        inputs.helm_values(), name=inputs.name, namespace=inputs.namespace
+    )
+    deployment = find(plain.manifests, "Deployment", "zitadel")
+    # Helm 3 post-renders the release's manifests, not its hooks: the Deployment must not be one.
+    assert not rendering.is_hook(deployment)
+    server = container(deployment["spec"]["template"], "zitadel")
+    assert masterkey_source(server["args"]) == ("env", "ZITADEL_MASTERKEY")  # what chart 9.34.0 renders
+    assert env(server)["ZITADEL_MASTERKEY"]["valueFrom"]["secretKeyRef"]["name"] == "zitadel-vault-config-anchor"
+    after = find(rendering.post_rendered(plain.manifests, inputs.postrender), "Deployment", "zitadel")
+    assert masterkey_source(container(after["spec"]["template"], "zitadel")["args"]) == ("file", MASTERKEY_FILE)
+    # Nothing else of the release changes.
+    others = [m for m in plain.manifests if labelled(m) != "Deployment/zitadel"]
+    assert [m for m in rendered(stack, "zitadel") if labelled(m) != "Deployment/zitadel"] == others
+
+
+def test_the_post_renderer_refuses_a_deployment_it_was_not_written_for() -> None:
+    manifests = rendered("dev", "zitadel")
+    server = container(find(manifests, "Deployment", "zitadel")["spec"]["template"], "zitadel")
+    server["args"].remove("--masterkeyFile")  # as if a chart version rendered something else
+    with pytest.raises(AssertionError, match="expected one --masterkeyFromEnv and one ZITADEL_MASTERKEY env"):
+        rendering.post_rendered(manifests, "bin/zitadel-postrender")
+
+
+# --- ZITADEL: the first instance's owner ----------------------------------------------------------------------------
+
+
+def test_the_first_instance_admin_gets_no_personal_access_token(stack: str) -> None:
+    manifests = rendered(stack, "zitadel")
+    config = yaml.safe_load(find(manifests, "ConfigMap", "zitadel-config-yaml")["data"]["zitadel-config-yaml"])
+    machine = config["FirstInstance"]["Org"]["Machine"]
+    # ZITADEL makes a PAT for the admin exactly when Pat is there (internal/command/instance.go SetUpInstance).
+    assert sorted(machine) == ["Machine", "MachineKey"]
+    assert machine["Machine"]["Username"] == "iam-admin"
+    setup = pods(stack, "zitadel")["Job/zitadel-setup"]
+    names_ = [name for name, _ in containers(setup["spec"])]
+    # The chart's machine key writer stays (Secret iam-admin); its PAT writer (Secret iam-admin-pat) is gone.
+    assert names_ == ["zitadel-setup", "zitadel-machinekey", "zitadel-login-client-pat"]
+    assert "ZITADEL_FIRSTINSTANCE_PATPATH" not in env(container(setup, "zitadel-setup"))
+
+
+def test_without_the_nulls_file_the_chart_makes_the_admin_a_pat() -> None:
+    inputs = rendering.release_inputs("dev", "zitadel")
+    assert inputs.value_files == (
+        {"zitadel": {"configmapConfig": {"FirstInstance": {"Org": {"Machine": {"Pat": None}}}}}},
+    )
+    values_only = rendering.chart_archive(inputs.chart).render(inputs.values, name=inputs.name, namespace="zitadel")
+    setup = dict(pod_templates(values_only.manifests))["Job/zitadel-setup"]
+    assert "zitadel-machine-pat" in [name for name, _ in containers(setup["spec"])]
+
+
+def test_the_setup_job_dates_the_admin_key_from_its_own_steps_file(stack: str) -> None:
+    setup_pod = pods(stack, "zitadel")["Job/zitadel-setup"]
+    setup = container(setup_pod, "zitadel-setup")
+    steps = [setup["args"][i + 1] for i, arg in enumerate(setup["args"][:-1]) if arg == "--steps"]
+    # Last: its ExpirationDate wins over the chart's 2029 default in the ConfigMap.
+    assert steps[-1] == "/vault/secrets/zitadel-first-instance.yaml"
+    annotations = setup_pod["metadata"]["annotations"]
+    assert annotations[f"{VAULT}agent-inject-file-zitadel-first-instance"] == "zitadel-first-instance.yaml"
+    assert annotations[f"{VAULT}agent-inject-template-zitadel-first-instance"] == (
+        "FirstInstance:\n  Org:\n    Machine:\n      MachineKey:\n        ExpirationDate: "
+        '"{{ sprig_dateInZone "2006-01-02T15:04:05Z07:00" (sprig_now | sprig_dateModify "+24h") "UTC" }}"\n'
+    )
+    # It reads no secret: no path to declare.
+    assert f"{VAULT}agent-inject-secret-zitadel-first-instance" not in annotations
+    for label in ("Deployment/zitadel", "Job/zitadel-init"):
+        assert f"{VAULT}agent-inject-template-zitadel-first-instance" not in pods(stack, "zitadel")[label]["metadata"][
+            "annotations"
+        ], label
 
 
 def test_zitadel_config_map_points_the_caches_at_the_master_service(stack: str) -> None:
@@ -519,7 +655,8 @@ def referenced_secrets(pod_spec: dict[str, Any]) -> Iterator[str]:
 @release
 def test_every_secret_a_pod_reads_is_made_by_the_program(stack: str, release: str, recording: mocked.Recording) -> None:
     read = {name for _, pod in pod_templates(rendered(stack, release)) for name in referenced_secrets(pod["spec"])}
-    zitadel = {"zitadel-masterkey", "zitadel-vault-config-anchor", "login-client"}
+    # No masterkey Secret: the setup job's chart-made env names the anchor, whose value is no masterkey.
+    zitadel = {"zitadel-vault-config-anchor", "login-client"}
     expected = {
         ("dev", "redis"): set(),
         ("prod", "redis"): set(),

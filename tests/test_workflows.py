@@ -56,11 +56,50 @@ def uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
     return [step for step in job.get("steps", []) if str(step.get("uses", "")).startswith(f"{action}@")]
 
 
+#: Every action the workflows use, at the commit of the release written beside it (each read from the action's
+#: repository): a tag can be moved to other code, a commit cannot.
+PINNED_ACTIONS = {
+    "actions/checkout": ("11d5960a326750d5838078e36cf38b85af677262", "v4.4.0"),
+    "actions/setup-python": ("a26af69be951a213d495a4c3e4e4022e16d87065", "v5.6.0"),
+    "actions/upload-artifact": ("ea165f8d65b6e75b540449e92b4886f43607fa02", "v4.6.2"),
+    "actions/download-artifact": ("d3f86a106a0bac45b974a628896c90dbdf5c8093", "v4.3.0"),
+    "actions/create-github-app-token": ("d72941d797fd3113feb6b93fd0dec494b13a2547", "v1.12.0"),
+    "pulumi/auth-actions": ("1c89817aab0c66407723cdef72b05266e7376640", "v1.0.1"),
+    "pulumi/actions": ("8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"),
+    "docker/setup-buildx-action": ("37fe631027851001ddb9b187196cc803df7f5f0e", "v4.3.0"),
+    "docker/build-push-action": ("53b7df96c91f9c12dcc8a07bcb9ccacbed38856a", "v7.3.0"),
+    "docker/login-action": ("4907a6ddec9925e35a0a9e82d7399ccc52663121", "v4.1.0"),
+    "anchore/sbom-action": ("e22c389904149dbc22b58101806040fa8d37a610", "v0.24.0"),
+    "anchore/scan-action": ("e1165082ffb1fe366ebaf02d8526e7c4989ea9d2", "v7.4.0"),
+    "sigstore/cosign-installer": ("6f9f17788090df1f26f669e9d70d6ae9567deba6", "v4.1.2"),
+}
+
+
+def test_every_action_is_pinned_by_commit() -> None:
+    used = set()
+    for path in WORKFLOWS:
+        for line in path.read_text().splitlines():
+            match = re.match(r"^\s*(?:- )?uses: ([^@\s]+)@(\S+)(?: # (\S+))?$", line)
+            if match is None:
+                assert "uses:" not in line, f"{path.name}: {line.strip()}"
+                continue
+            action, ref, comment = match.groups()
+            assert (ref, comment) == PINNED_ACTIONS[action], f"{path.name}: {line.strip()}"
+            used.add(action)
+    assert used == set(PINNED_ACTIONS)
+
+
 # --- the workflow files --------------------------------------------------------------------------------------------
 
 
 def test_workflows_pass_actionlint() -> None:
-    assert [path.name for path in WORKFLOWS] == ["checks.yml", "deploy.yml", "promote.yml", "pull-request.yml"]
+    assert [path.name for path in WORKFLOWS] == [
+        "checks.yml",
+        "deploy.yml",
+        "promote.yml",
+        "pull-request.yml",
+        "release.yml",
+    ]
     result = actionlint(*WORKFLOWS)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -144,6 +183,8 @@ def test_every_credentialed_job_is_the_one_intended() -> None:
         ("deploy.yml", "dev"): ["python -m stacktools.ci vault-login dev"],
         ("deploy.yml", "prod-preview"): ["python -m stacktools.ci vault-login prod --preview"],
         ("deploy.yml", "prod"): ["python -m stacktools.ci vault-login prod"],
+        # The release's signing job: its OIDC token goes to Sigstore (cosign), never to Vault.
+        ("release.yml", "sign"): [],
     }
 
 
@@ -174,7 +215,7 @@ def test_each_login_runs_in_its_stacks_environment_and_runner(name: str, job_nam
     order = [step.get("run", step.get("uses", "")) for step in job["steps"]]
     first_pulumi = next(i for i, s in enumerate(order) if str(s).startswith("pulumi/actions@"))
     assert order.index(commands[login]) < first_pulumi and order.index(commands[kubeconfig]) < first_pulumi
-    assert order.index("pulumi/auth-actions@v1") < first_pulumi
+    assert order.index("pulumi/auth-actions@" + PINNED_ACTIONS["pulumi/auth-actions"][0]) < first_pulumi
     for step in uses(job, "pulumi/actions"):
         assert step["with"]["stack-name"] == stack and step["with"]["policyPacks"] == "policy"
 
@@ -479,9 +520,14 @@ def test_report_command_against_the_base_branch(git_project: Path, tmp_path: Pat
     assert ci.main(["--project-dir", str(git_project), "report", "prod", "--base", "HEAD", "--out", str(out)]) == 0
     text = out.read_text()
     # Redis's release, and every client that lists every Sentinel: the edge's rate limiter and the event relay
-    # (its config, and its pods, which roll on a config change).
-    assert text.startswith("### `prod`: Plan: 0 to add, 4 to change, 0 to delete.")
+    # (its config, and its pods, which roll on a config change); and the alert on missing replicas (prod's rules).
+    # Prod's relay has no released digest: the report says `pulumi up` refuses, and why, above the diff.
+    assert text.startswith(
+        "### `prod`: Plan: 0 to add, 5 to change, 0 to delete. · ⛔ `pulumi up` refuses\n\n"
+        "- prod: events.relay.image.digest: prod deploys the images this project builds by digest"
+    )
     for changed in (
+        "~ kubernetes:monitoring.coreos.com/v1:PrometheusRule::identity-tier",
         "~ kubernetes:helm.sh/v3:Release::redis",
         "~ kubernetes:helm.sh/v3:Release::eg",
         "~ kubernetes:core/v1:ConfigMap::event-relay",
