@@ -3,20 +3,64 @@
 from __future__ import annotations
 
 import http.server
+import random
 import socket
 import subprocess
 import threading
+from pathlib import Path
 from typing import Any, Final
 
 #: Every server of the test bed listens here, never on a routable address.
 HOST: Final = "127.0.0.1"
 
 
-def free_port() -> int:
-    """A port free on ``HOST`` right now (the OS's pick); a server may still lose it to another before binding."""
+#: Where the kernel takes the source ports of outgoing connections.
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: How many ports below the ephemeral range the servers are placed in.
+_SERVER_PORTS = 12_000
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _server_port_range() -> range | None:
+    """Ports just below the ephemeral range, or ``None`` where the range cannot be read or leaves no room."""
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    start = max(1024, low - _SERVER_PORTS)
+    return range(start, low) if low - start >= 1000 else None
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port free on ``HOST`` right now, never handed out before in this process.
+
+    Taken below the kernel's ephemeral range: the OS's own pick (bind to port 0) comes from the range every
+    outgoing connection also draws its source port from, so a sentinel's or a client's connection could take
+    the port between this call and the server's bind, and the server would exit with "address in use".
+    """
+    ports = _server_port_range()
+    with _handed_out_lock:
+        for _ in range(200):
+            if ports is None:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind((HOST, 0))
+                    port = int(sock.getsockname()[1])
+            else:
+                port = random.choice(ports)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+    raise OSError(f"no free port on {HOST} after 200 tries")
 
 
 def send_json(handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes) -> None:

@@ -134,6 +134,15 @@ class Process:
     def start(self) -> None:
         self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
+    def exited(self) -> bool:
+        return self.popen is not None and self.popen.poll() is not None
+
+    def alive(self) -> bool:
+        """Running; raises ``BedError`` with the log's tail when the process has exited (e.g. its port was taken)."""
+        if self.exited():
+            raise BedError(f"{self.name} exited while starting\n{self.log_tail()}")
+        return True
+
     def signal(self, sig: signal.Signals) -> None:
         if self.popen is not None and self.popen.poll() is None:
             self.popen.send_signal(sig)
@@ -176,29 +185,41 @@ class RedisBed:
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
-    def start(self, *, with_sentinels: bool = True) -> RedisBed:
+    def start(self, *, with_sentinels: bool = True, attempts: int = 3) -> RedisBed:
+        """Start the group; a process that exits while starting (its port taken after all) costs one attempt."""
         for user in self.users:
             self.user_passwords.setdefault(user.name, new_password())
-        try:
-            master_port = free_port()
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(with_sentinels)
+                return self
+            except BedError:
+                died = any(p.exited() for p in [*self.nodes, *self.sentinels])
+                self.close()
+                if not died or attempt == attempts:
+                    raise
+                self.nodes, self.sentinels = [], []
+            except BaseException:
+                self.close()
+                raise
+        raise BedError(f"no attempt made to start the bed (attempts={attempts})")
+
+    def _start_once(self, with_sentinels: bool) -> None:
+        master_port = free_port()
+        for index in range(self.cfg.nodes):
+            port = master_port if index == 0 else free_port()
+            self.nodes.append(self._node(index, port, replica_of=None if index == 0 else master_port))
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            wait_until(f"{node.name} to answer", lambda n=node: n.alive() and self.client(n.port).ping(), 10)  # type: ignore[misc]
+        self.wait_replicas_synced(self.nodes[0].port, self.cfg.nodes - 1)
+        if with_sentinels:
             for index in range(self.cfg.nodes):
-                port = master_port if index == 0 else free_port()
-                self.nodes.append(self._node(index, port, replica_of=None if index == 0 else master_port))
-            for node in self.nodes:
-                node.start()
-            for node in self.nodes:
-                wait_until(f"{node.name} to answer", lambda n=node: self.client(n.port).ping(), 10)  # type: ignore[misc]
-            self.wait_replicas_synced(self.nodes[0].port, self.cfg.nodes - 1)
-            if with_sentinels:
-                for index in range(self.cfg.nodes):
-                    self.sentinels.append(self._sentinel(index, master_port))
-                for sentinel in self.sentinels:
-                    sentinel.start()
-                self.wait_sentinels_ready()
-        except BaseException:
-            self.close()
-            raise
-        return self
+                self.sentinels.append(self._sentinel(index, master_port))
+            for sentinel in self.sentinels:
+                sentinel.start()
+            self.wait_sentinels_ready()
 
     def close(self) -> None:
         for process in [*self.sentinels, *self.nodes]:
@@ -317,6 +338,7 @@ class RedisBed:
 
         def ready() -> bool:
             for sentinel in self.sentinels:
+                sentinel.alive()
                 c = self.client(sentinel.port)
                 master = c.execute_command("SENTINEL", "MASTER", s.master_set)
                 fields = dict(zip(master[::2], master[1::2], strict=False)) if isinstance(master, list) else master

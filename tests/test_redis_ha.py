@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import redis
 
 from stacks.config import RedisConfig, StackConfig
+from testbed import redisbed
+from testbed.loopback import HOST, free_port
 from testbed.redisbed import (
     AckedWriter,
     BedError,
@@ -253,3 +256,44 @@ def test_fast_restart_of_the_master(prod: StackConfig, tmp_path: Path, persisten
 def test_bed_reports_what_it_waited_for() -> None:
     with pytest.raises(BedError, match="waiting for nothing to happen"):
         wait_until("nothing to happen", lambda: None, 0.2)
+
+
+def test_bed_survives_a_port_taken_before_the_bind(
+    prod: StackConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port another process takes between ``free_port`` and the bind costs one attempt, not the test."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind((HOST, 0))
+    taken.listen()
+    taken_port = taken.getsockname()[1]
+    ports = iter([taken_port])
+    monkeypatch.setattr(redisbed, "free_port", lambda: next(ports, None) or free_port())
+    try:
+        with running_bed(prod.redis, tmp_path) as bed:
+            assert taken_port not in {p.port for p in [*bed.nodes, *bed.sentinels]}
+            assert bed.client(bed.nodes[0].port).ping()
+    finally:
+        taken.close()
+
+
+def test_bed_reports_a_process_that_exits_while_starting(
+    prod: StackConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every attempt's port taken, the error names the process and carries its log."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind((HOST, 0))
+    taken.listen()
+    monkeypatch.setattr(redisbed, "free_port", lambda: taken.getsockname()[1])
+    try:
+        with pytest.raises(BedError, match=r"redis-0 exited while starting[\s\S]*[Aa]ddress already in use"):
+            RedisBed(prod.redis, tmp_path).start(attempts=2)
+    finally:
+        taken.close()
+
+
+def test_free_ports_stay_out_of_the_ephemeral_range() -> None:
+    """Outgoing connections draw their source ports from the ephemeral range; the servers' ports never do."""
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(1024 <= port < low for port in ports), (low, high, ports)
