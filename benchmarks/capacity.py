@@ -148,8 +148,13 @@ def measure(bed: RedisBed, instance: str, streams: Streams, count: int = 30_000)
     counters.flushdb()
     empty = settle(events)
     store = Store(
-        events, instance, dedup_keep_us=HISTORY_US, max_stream_length=10**9, batch_size=100,
-        require_replica_ack=False, replica_ack_timeout_ms=0,
+        events,
+        instance,
+        dedup_keep_us=HISTORY_US,
+        max_stream_length=10**9,
+        batch_size=100,
+        require_replica_ack=False,
+        replica_ack_timeout_ms=0,
     )
 
     def entry_and_dedup(kinds: tuple[tuple[str, str, dict[str, Any]], ...]) -> tuple[float, float]:
@@ -273,8 +278,9 @@ class Flood(threading.Thread):
                 time.sleep(0.05)
                 continue
             batch = min(due - self.clients, 2000)
-            addresses = [f"2001:db8:{(self.clients + i) // 65536:x}:{(self.clients + i) % 65536:x}::1"
-                         for i in range(batch)]
+            addresses = [
+                f"2001:db8:{(self.clients + i) // 65536:x}:{(self.clients + i) % 65536:x}::1" for i in range(batch)
+            ]
             try:
                 fill_counters(self.client, addresses, rule=FLOOD_RULE_INDEX, now=int(time.time()))
             except redis.RedisError as exc:
@@ -376,12 +382,14 @@ def fill(cfg: StackConfig, bed: RedisBed, tmp: Path, *, flood_rate: int, over_li
     reserve = capacity.share_bytes(maxmemory, cfg.events.capacity.reserve_percent)
     target = int(0.8 * (reserve - capacity.MEASURED_EMPTY_SERVER_BYTES) / capacity.MEASURED_COUNTER_BYTES)
     more = [f"2001:db8:ffff:{i // 65536:x}:{i % 65536:x}::1" for i in range(max(0, target - flood.clients))]
-    fill_counters(bed.user_client(names.REDIS_RATE_LIMIT_USER, port, db=RATE_LIMIT_DB), more, rule=FLOOD_RULE_INDEX,
-                  now=int(time.time()))
-    limit = next(rule.requests for rule in cfg.edge.rate_limit.rules if rule.name == LIMITED_RULE)
-    enforced = enforced_clients(
-        bed.user_client(names.REDIS_RATE_LIMIT_USER, port, db=RATE_LIMIT_DB), limit, over_limit
+    fill_counters(
+        bed.user_client(names.REDIS_RATE_LIMIT_USER, port, db=RATE_LIMIT_DB),
+        more,
+        rule=FLOOD_RULE_INDEX,
+        now=int(time.time()),
     )
+    limit = next(rule.requests for rule in cfg.edge.rate_limit.rules if rule.name == LIMITED_RULE)
+    enforced = enforced_clients(bed.user_client(names.REDIS_RATE_LIMIT_USER, port, db=RATE_LIMIT_DB), limit, over_limit)
     streams = (*settings.streams.by_priority(), settings.streams.dead_letter)
     lengths = {stream: int(admin.xlen(stream)) for stream in streams}
     streams_bytes = sum(int(admin.memory_usage(s, samples=0) or 0) for s in settings.streams.by_priority())
@@ -428,8 +436,10 @@ def drain_raw(client: redis.Redis, streams: Streams) -> tuple[int, float]:
     started = time.perf_counter()
     for stream in streams.by_priority():
         while True:
-            got = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
-                       client.xreadgroup("raw", "worker-1", {stream: ">"}, count=50))
+            got = cast(
+                list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
+                client.xreadgroup("raw", "worker-1", {stream: ">"}, count=50),
+            )
             if not got:
                 break
             ids = [entry_id for entry_id, _fields in got[0][1]]
@@ -493,6 +503,7 @@ def main() -> int:
             f"counters of {f.flood_clients:,} distinct clients and Redis's own, {(f.used - f.non_evictable) / MIB:.1f} "
             f"MiB of the reserve's {f.reserve / MIB:.1f} MiB; evicted keys {f.evicted}"
         )
+
         def consumer_client() -> redis.Redis:
             return bed.user_client(names.REDIS_CONSUMER_USER, port, db=cfg.events.db, socket_timeout=60)
 

@@ -234,18 +234,21 @@ def main() -> int:
     cfg = stack("prod")
     with tempfile.TemporaryDirectory() as tmp, running_bed(cfg.redis, Path(tmp) / "bed") as bed:
         run = Run(cfg, bed, Path(tmp))
-        print(f"prod stack: requireReplicaAck={cfg.events.publishing.require_replica_ack}, "
-              f"batchSize={cfg.events.publishing.batch_size}, pageSize={cfg.events.source.page_size}")
+        print(
+            f"prod stack: requireReplicaAck={cfg.events.publishing.require_replica_ack}, "
+            f"batchSize={cfg.events.publishing.batch_size}, pageSize={cfg.events.source.page_size}"
+        )
         rate_a, lost_a, dup_a, api, settings = catch_up(run, args.events)
         print(
-            f"(a) catch-up, {args.events} events, WAIT 1 on: {rate_a:,.0f} events/s "
-            f"(lost {lost_a}, duplicated {dup_a})"
+            f"(a) catch-up, {args.events} events, WAIT 1 on: {rate_a:,.0f} events/s (lost {lost_a}, duplicated {dup_a})"
         )
         rate_b = raw_xadd(run, api, settings)
         print(f"(b) raw pipelined XADD of the same entries: {rate_b:,.0f} events/s")
         rate_c = naive(run, args.naive_events)
-        print(f"(c) naive bridge (XADD + SET + cursor per event, no pipeline), {args.naive_events} events: "
-              f"{rate_c:,.0f} events/s")
+        print(
+            f"(c) naive bridge (XADD + SET + cursor per event, no pipeline), {args.naive_events} events: "
+            f"{rate_c:,.0f} events/s"
+        )
         p50, p99, lost_d, dup_d = freshness(run, args.rate, args.seconds)
         poll = duration_seconds(cfg.events.source.poll_interval)
         skew = duration_seconds(cfg.events.source.clock_skew)

@@ -396,10 +396,13 @@ class EventRelay(pulumi.ComponentResource):
         k8s.core.v1.Service(
             names.RELAY_NAME,
             metadata=meta(names.RELAY_NAME),
-            spec=cast(Any, {
-                "selector": dict(LABELS),
-                "ports": [{"name": "metrics", "port": names.RELAY_METRICS_PORT, "targetPort": "metrics"}],
-            }),
+            spec=cast(
+                Any,
+                {
+                    "selector": dict(LABELS),
+                    "ports": [{"name": "metrics", "port": names.RELAY_METRICS_PORT, "targetPort": "metrics"}],
+                },
+            ),
             opts=child,
         )
         if args.events.relay.replicas > 1:

@@ -201,7 +201,8 @@ def redis_values(
     if r.persistence.storage_class:
         persistence["storageClass"] = r.persistence.storage_class
     return {
-        # A mirror registry is "relocated" for the chart's image guard and would fail the render.
+        # An image from another registry than Bitnami's (the project's own Redis build, a mirror) is "substituted"
+        # for the chart's image guard, which would fail the render.
         "global": {"security": {"allowInsecureImages": relocated}},
         # The DB layout on every Redis object, for operators (kubectl describe).
         "commonAnnotations": db_layout_annotations(args.db_layout),
@@ -321,9 +322,7 @@ class RedisSentinel(pulumi.ComponentResource):
             **chart_args(r.chart),
             # The pods' Vault agent needs its role, policy and secret before the first pod starts. Protected in prod:
             # deleting the release deletes the StatefulSet that holds the event streams.
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[namespace, *vault_objects_ready], protect=r.protect
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *vault_objects_ready], protect=r.protect),
         )
         domain = args.cluster.domain
         self.master_address = pulumi.Output.from_input(names.redis_master_address(domain))

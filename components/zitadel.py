@@ -61,6 +61,7 @@ class ZitadelArgs:
     cluster: ClusterNetwork
     namespaces: ownership.NamespacePolicy
 
+
 #: How long the first instance's admin machine key (user ``iam-admin``, IAM_OWNER) stays valid after the setup job
 #: made it: the same ``pulumi up`` creates the relay's identity with it; the copy the chart keeps in the Secret
 #: ``iam-admin`` is dead a day later (the chart's default: 2029). A Go duration, for sprig's ``dateModify``.
@@ -146,8 +147,7 @@ def first_instance_template(lifetime: str = ADMIN_KEY_LIFETIME) -> str:
     change the ConfigMap, and roll ZITADEL, on every ``pulumi up``. Only the first setup creates the first instance.
     """
     expires = (
-        '{{ sprig_dateInZone "2006-01-02T15:04:05Z07:00" '
-        f'(sprig_now | sprig_dateModify "+{lifetime}") "UTC" }}}}'
+        f'{{{{ sprig_dateInZone "2006-01-02T15:04:05Z07:00" (sprig_now | sprig_dateModify "+{lifetime}") "UTC" }}}}'
     )
     return f'FirstInstance:\n  Org:\n    Machine:\n      MachineKey:\n        ExpirationDate: "{expires}"\n'
 

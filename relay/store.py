@@ -255,8 +255,15 @@ class Store:
         dead_letter, dead_letter_maxlen = self.dead_letter_cap or ("", 0)
         commands = [
             _resp(
-                "EVALSHA", sha, "3", seen_key(self.instance, item.bucket), item.stream, horizon,
-                item.dedup, str(item.bucket), str(dead_letter_maxlen) if item.stream == dead_letter else maxlen,
+                "EVALSHA",
+                sha,
+                "3",
+                seen_key(self.instance, item.bucket),
+                item.stream,
+                horizon,
+                item.dedup,
+                str(item.bucket),
+                str(dead_letter_maxlen) if item.stream == dead_letter else maxlen,
                 item.packed,
             )
             for item in items

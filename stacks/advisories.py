@@ -66,8 +66,8 @@ class AdvisoryException:
     expires: datetime.date
 
 
-#: An advisory known only from the notes the project was handed, not checked against its source.
-_RESEARCH_ONLY: Final = "from the project's research notes (/work/shared/research/day-two.md) only"
+#: An advisory known only from the design notes' list of fixed releases, its vendor page not yet read.
+_RESEARCH_ONLY: Final = "listed in the design notes with its fixed release; the vendor page not yet read"
 
 
 def _redis(id_: str, severity: Severity, summary: str, fixed: str, note: str = "") -> Advisory:
@@ -199,32 +199,15 @@ COMPONENTS: Final = (
 #: Exceptions in force. Each names what blocks the upgrade; an expired one fails CI until it is decided again.
 EXCEPTIONS: Final = (
     AdvisoryException(
-        "redis",
-        "8.2.1",
-        ("CVE-2025-49844",),
-        "Bitnami ships no Redis after 8.2.1 for its 8.2 chart. The project's own Bitnami-compatible 8.2.10 images "
-        "(images/redis, release.yml) have no release yet, so no digest to deploy: run the release workflow for "
-        "redis and redis-sentinel, merge its train entries, promote. Meanwhile every client authenticates as its "
-        "own ACL user and Redis is reachable from the stack's namespaces only; Lua cannot be turned off (ZITADEL's "
-        "cache connector and the relay run scripts).",
-        datetime.date(2027, 1, 31),
-    ),
-    AdvisoryException(
-        "redis-sentinel",
-        "8.2.1",
-        ("CVE-2025-49844",),
-        "as redis: the sentinel image is released together with it. Sentinel mode does not run EVAL.",
-        datetime.date(2027, 1, 31),
-    ),
-    AdvisoryException(
         "zitadel",
         "4.13.0",
         ("GHSA-45f2-5q3r-xgg6", "GHSA-738m-7888-jfv8", "GHSA-pq2q-2c6r-75c4", "GHSA-g8gj-gq47-xgf4"),
-        "the fixed releases (4.16.2 and later; all known advisories: 4.19.2) come with chart 10.x, which the "
-        "offline chart mirror does not hold: the tests render the pinned chart 9.34.0 (v4.13.0). Upgrading needs "
-        "chart 10.x in the mirror and its breaking changes handled (no wait-for-postgres init containers, no "
-        "CockroachDB, a DSN option; ZITADEL_SESSION_COOKIE_SECRET on every Login replica for 4.19.2). Meanwhile "
-        "the edge rate-limits the credential endpoints per client address.",
+        "the fixed releases (4.16.2 and later; all known advisories: 4.19.2) ship with chart 10.x, whose release "
+        "the offline chart mirror does not hold: it holds chart 9.34.0 (v4.13.0), packaged from the chart source "
+        "that already carries 10.x's template changes (no wait-for-postgres init containers, no CockroachDB, the "
+        "DSN option), which the stack handles. Upgrading needs chart 10.x and the release's cmd/defaults.yaml in "
+        "the mirror, and ZITADEL_SESSION_COOKIE_SECRET on every Login replica for 4.19.2. Meanwhile the edge "
+        "rate-limits the credential endpoints per client address.",
         datetime.date(2027, 1, 31),
     ),
 )

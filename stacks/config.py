@@ -47,7 +47,15 @@ def _quantity(value: str) -> str:
 
 
 _QUANTITY_FACTORS = {
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
 }
 
 
@@ -648,11 +656,7 @@ class EdgeRateLimit(Model):
 
     def expanded(self) -> list[tuple[RateLimitRule, str | None]]:
         """Each rule as Envoy Gateway gets it: a per-client-IP rule once per range of ``clientCidrs``."""
-        return [
-            (rule, cidr)
-            for rule in self.rules
-            for cidr in (self.client_cidrs if rule.per_client_ip else (None,))
-        ]
+        return [(rule, cidr) for rule in self.rules for cidr in (self.client_cidrs if rule.per_client_ip else (None,))]
 
 
 class ClaimHeader(Model):

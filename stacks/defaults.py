@@ -20,14 +20,14 @@ from stacks import images, names
 from stacks.config import Environment, KubernetesConfig, VaultConfig
 from stacks.names import BITNAMI_REGISTRY
 
-# Bitnami moved every versioned tag to docker.io/bitnamilegacy in 2025 (see DESIGN.md, "Images").
+# Redis and Sentinel: the project's own Bitnami-compatible build of the newest 8.2 patch (stacks/images.py); Bitnami's
+# last, bitnamilegacy 8.2.1, has remote-code-execution advisories (stacks/advisories.py). No digest until the release
+# pipeline pushes one into dev's train, and no stack deploys them without it (stacks/rules.py).
+# The chart's other images stay Bitnami's: every versioned tag moved to docker.io/bitnamilegacy in 2025 (DESIGN.md).
+_OWN_REDIS_TAG: Final = f"{images.REDIS_VERSION}-debian-12-r0"
 _REDIS_IMAGES: Final = {
-    "redis": {"registry": BITNAMI_REGISTRY, "repository": "bitnamilegacy/redis", "tag": "8.2.1-debian-12-r0"},
-    "sentinel": {
-        "registry": BITNAMI_REGISTRY,
-        "repository": "bitnamilegacy/redis-sentinel",
-        "tag": "8.2.1-debian-12-r0",
-    },
+    "redis": {"registry": images.REGISTRY, "repository": images.REDIS.repository, "tag": _OWN_REDIS_TAG},
+    "sentinel": {"registry": images.REGISTRY, "repository": images.REDIS_SENTINEL.repository, "tag": _OWN_REDIS_TAG},
     "exporter": {
         "registry": BITNAMI_REGISTRY,
         "repository": "bitnamilegacy/redis-exporter",

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 #: The Pulumi project, and so the namespace of every stack config key (``blinkchamber-identity:redis``).
 PROJECT: Final = "blinkchamber-identity"
+#: The stack whose release train a release writes (``stacktools/release.py``): it deploys a release first, and
+#: promotion carries it on to the others.
+TRAIN_STACK: Final = "dev"
 #: The Pulumi type of a Helm release (``kubernetes.helm.v3.Release``): how the plan, its diff and the policy pack
 #: pick the releases out of a stack's resources.
 HELM_RELEASE_TYPE: Final = "kubernetes:helm.sh/v3:Release"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from pydantic.alias_generators import to_camel
 
-from stacks import capacity, images
+from stacks import capacity, images, names
 from stacks.config import SENTINEL_ELECTION_SECONDS, Resources, StackConfig, duration_seconds
 from stacks.names import REDIS_NAMESPACE, ZITADEL_HEADER_PREFIX, VaultNames
 from stacks.versions import is_exact_version, is_pinned_tag
@@ -567,28 +567,27 @@ RULES: RuleTable = (
 )
 
 
-def _prod_owned_digests(cfg: StackConfig) -> Iterator[Violation]:
-    """Prod runs the images this project builds only as the release pipeline pushed, scanned and signed them: by
-    digest. A tag can be pushed again; a digest names one image."""
-    if not cfg.is_prod:
-        return
+def _owned_digests(cfg: StackConfig) -> Iterator[Violation]:
+    """A stack runs the images this project builds only as the release pipeline pushed, scanned and signed them: by
+    digest. A tag can be pushed again (or not be pushed yet); a digest names one image."""
     for owned in images.OWNED_IMAGES:
         image = owned.configured(cfg)
         if owned is images.RELAY and not cfg.events.relay.enabled:
             continue
         if owned.builds(image) and image.digest is None:
+            promote = "" if cfg.stack == names.TRAIN_STACK else f", then promote {names.TRAIN_STACK} to {cfg.stack}"
             yield (
                 f"{owned.config_key}.digest",
-                f"prod deploys the images this project builds by digest ({image.registry}/{image.repository}"
+                f"{cfg.stack} deploys the images this project builds by digest ({image.registry}/{image.repository}"
                 f"@sha256:…), and {image.reference} has none: release it (./bin/release-image {owned.release} "
-                f"{image.tag}, or the release workflow), which writes its digest into dev's release train, then "
-                "promote dev to prod",
+                f"{image.tag}, or the release workflow), which writes its digest into {names.TRAIN_STACK}'s release "
+                f"train{promote}",
             )
 
 
 #: Rules only ``pulumi up`` applies (``stacks.loader.load(..., deploying=True)``): what a plan, a preview and a
 #: promotion may still show, but nothing may deploy.
-DEPLOY_RULES: RuleTable = ((_prod_owned_digests, frozenset({"events", "redis"})),)
+DEPLOY_RULES: RuleTable = ((_owned_digests, frozenset({"events", "redis"})),)
 
 
 def violations(

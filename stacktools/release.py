@@ -30,6 +30,7 @@ from ruamel.yaml.comments import CommentedMap
 from stacks import images
 from stacks.images import OwnedImage
 from stacks.loader import StackConfigError, load
+from stacks.names import TRAIN_STACK
 from stacks.stackfile import parse_stack_config, path_of, read_stack_config
 from stacktools.mocked import PROJECT_DIR
 from stacktools.promote import set_path, stack_yaml, train_of
@@ -38,8 +39,6 @@ from stacktools.promote import set_path, stack_yaml, train_of
 UPSTREAM_DIR: Final = "build/upstream"
 #: Where the local release keeps its archive, SBOM and digest.
 WORK_DIR: Final = "build/release"
-#: The stack whose train a release writes: dev deploys it first, promotion carries it on.
-TRAIN_STACK: Final = "dev"
 #: The scan's bar, the same in the workflow (anchore/scan-action) and here (grype): Critical or High with a fix.
 SCAN_SEVERITY: Final = "high"
 #: The tools a local release runs, each with what it does there.

@@ -39,11 +39,9 @@ def prod_with(zitadel_tag: str | None = None, extra: str = "") -> StackConfig:
 
 def test_todays_prod_pins_pass_on_their_recorded_exceptions() -> None:
     assert advisories.check(stack_config("prod"), TODAY) == []
-    # What the exceptions cover: Redis 8.2.1's RediShell, ZITADEL 4.13.0's four Critical advisories.
+    # What the exceptions cover: ZITADEL 4.13.0's four Critical advisories; Redis runs a patched build and needs none.
     excepted = {(e.component, e.version): set(e.advisories) for e in advisories.EXCEPTIONS}
     assert excepted == {
-        ("redis", "8.2.1"): {"CVE-2025-49844"},
-        ("redis-sentinel", "8.2.1"): {"CVE-2025-49844"},
         ("zitadel", "4.13.0"): {
             "GHSA-45f2-5q3r-xgg6",
             "GHSA-738m-7888-jfv8",
@@ -73,11 +71,30 @@ def test_a_critical_without_an_exception_fails() -> None:
 
 def test_an_expired_exception_fails() -> None:
     problems = advisories.check(stack_config("prod"), datetime.date(2027, 2, 1))
-    assert len(problems) == 10  # Redis's and Sentinel's one each; ZITADEL's four, for its image and its login's
+    assert len(problems) == 8  # ZITADEL's four, for its image and its login's
     assert problems[0] == (
-        "prod: redis.images.redis.tag = 8.2.1-debian-12-r0: the exception for CVE-2025-49844 (Critical, fixed in "
-        "8.2.2) expired on 2027-01-31: upgrade, or decide again and record a new expiry"
+        "prod: zitadel.image.tag = v4.13.0: the exception for GHSA-45f2-5q3r-xgg6 (Critical, fixed in 4.16.2) expired "
+        "on 2027-01-31: upgrade, or decide again and record a new expiry"
     )
+
+
+_BITNAMI_821 = (
+    "  blinkchamber-identity:redis:\n    images:\n"
+    "      redis:\n        registry: docker.io\n        repository: bitnamilegacy/redis\n"
+    "        tag: 8.2.1-debian-12-r0\n"
+    "      sentinel:\n        registry: docker.io\n        repository: bitnamilegacy/redis-sentinel\n"
+    "        tag: 8.2.1-debian-12-r0\n"
+)
+
+
+def test_bitnamis_last_redis_fails_prods_check() -> None:
+    """Bitnami's frozen 8.2.1 (RediShell, CVSS 10) is no longer excepted: a prod stack back on it fails CI."""
+    problems = advisories.check(prod_with(extra=_BITNAMI_821), TODAY)
+    assert problems[0] == (
+        "prod: redis.images.redis.tag = 8.2.1-debian-12-r0: CVE-2025-49844 (Critical, fixed in 8.2.2) has no recorded "
+        "exception: upgrade, or record one in stacks/advisories.py with its reason and expiry"
+    )
+    assert {p.split(" = ")[0] for p in problems} == {"prod: redis.images.redis.tag", "prod: redis.images.sentinel.tag"}
 
 
 def test_a_version_the_table_does_not_cover_fails() -> None:
@@ -89,15 +106,12 @@ def test_a_version_the_table_does_not_cover_fails() -> None:
 
 
 def test_the_patched_redis_has_no_known_advisory() -> None:
-    extra = (
-        "  blinkchamber-identity:redis:\n    images:\n"
-        "      redis:\n        tag: 8.2.10-debian-12-r0\n      sentinel:\n        tag: 8.2.10-debian-12-r0\n"
-    )
-    findings = {f.key: f for f in advisories.findings(prod_with(extra=extra))}
+    findings = {f.key: f for f in advisories.findings(stack_config("prod"))}
+    assert findings["redis.images.redis.tag"].version == "8.2.10"
     assert findings["redis.images.redis.tag"].affecting == ()
     assert findings["redis.images.sentinel.tag"].affecting == ()
     # ... and 8.2.1 has every one of the table's Redis advisories, each fixed after it.
-    assert len(next(advisories.findings(stack_config("prod"))).affecting) == 12
+    assert len(next(advisories.findings(prod_with(extra=_BITNAMI_821))).affecting) == 12
 
 
 def test_dev_is_reported_not_checked() -> None:
@@ -129,12 +143,13 @@ def test_every_advisory_has_a_source() -> None:
 def test_the_report_names_sources_and_exceptions() -> None:
     text = advisories.render(stack_config("prod"), TODAY)
     assert text.startswith("Advisories for the prod stack (prod), 2026-12-05:\n")
+    assert "  redis 8.2.10  (redis.images.redis.tag = 8.2.10-debian-12-r0): no known advisory\n" in text
     assert (
-        "    Critical CVE-2025-49844: Lua use-after-free ('RediShell'): remote code execution, CVSS 10; fixed in 8.2.2"
+        "    Critical GHSA-g8gj-gq47-xgf4: external-IdP linking before any factor is verified (9.8); fixed in 4.17.3"
         "  [exception until 2027-01-31]\n"
     ) in text
     assert "https://github.com/zitadel/zitadel/security/advisories/GHSA-g8gj-gq47-xgf4" in text
-    assert "Exceptions recorded (stacks/advisories.py):\n  redis 8.2.1 until 2027-01-31: CVE-2025-49844\n" in text
+    assert "Exceptions recorded (stacks/advisories.py):\n  zitadel 4.13.0 until 2027-01-31: GHSA-45f2-5q3r-xgg6" in text
     assert "FAIL" not in text
 
 

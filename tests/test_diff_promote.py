@@ -312,17 +312,18 @@ def test_version_order() -> None:
     assert version_key("v4.13.0") < version_key("v4.14.0") and version_key("9.34.0") < version_key("10.0.0")
 
 
-#: The release train both stacks run today (README: "A release is its train"): Bitnami's frozen Redis images, ZITADEL's
-#: and the relay's by tag; no digest anywhere yet (no release of the relay exists).
+#: The release train both stacks run today (README: "A release is its train"): the project's own Redis and Sentinel
+#: 8.2.10, Bitnami's frozen other images, ZITADEL's and the relay's by tag; no digest anywhere yet (neither the relay
+#: nor the Redis images have a release).
 TRAIN_TODAY = {
     "redis.chart.version": "23.1.1",
-    "redis.images.redis.registry": "docker.io",
-    "redis.images.redis.repository": "bitnamilegacy/redis",
-    "redis.images.redis.tag": "8.2.1-debian-12-r0",
+    "redis.images.redis.registry": "ghcr.io",
+    "redis.images.redis.repository": "blinkchamber/redis",
+    "redis.images.redis.tag": "8.2.10-debian-12-r0",
     "redis.images.redis.digest": "",
-    "redis.images.sentinel.registry": "docker.io",
-    "redis.images.sentinel.repository": "bitnamilegacy/redis-sentinel",
-    "redis.images.sentinel.tag": "8.2.1-debian-12-r0",
+    "redis.images.sentinel.registry": "ghcr.io",
+    "redis.images.sentinel.repository": "blinkchamber/redis-sentinel",
+    "redis.images.sentinel.tag": "8.2.10-debian-12-r0",
     "redis.images.sentinel.digest": "",
     "redis.images.exporter.registry": "docker.io",
     "redis.images.exporter.repository": "bitnamilegacy/redis-exporter",
@@ -355,13 +356,21 @@ TRAIN_TODAY = {
     "events.relay.image.digest": "",
     "edge.chart.version": "v1.9.0",
 }
-#: What `pulumi up` of prod refuses today, in the loader's words (stack: key: rule).
+#: What `pulumi up` of prod refuses today, in the loader's words (stack: key: rule): each image the project builds.
 RELAY_REFUSED = (
     "prod: events.relay.image.digest: prod deploys the images this project builds by digest "
     "(ghcr.io/blinkchamber/event-relay@sha256:…), and ghcr.io/blinkchamber/event-relay:0.1.0 has none: release it "
     "(./bin/release-image event-relay 0.1.0, or the release workflow), which writes its digest into dev's release "
     "train, then promote dev to prod"
 )
+REDIS_REFUSED = [
+    f"prod: redis.images.{key}.digest: prod deploys the images this project builds by digest "
+    f"(ghcr.io/blinkchamber/{name}@sha256:…), and ghcr.io/blinkchamber/{name}:8.2.10-debian-12-r0 has none: release it "
+    "(./bin/release-image redis 8.2.10-debian-12-r0, or the release workflow), which writes its digest into dev's "
+    "release train, then promote dev to prod"
+    for key, name in (("redis", "redis"), ("sentinel", "redis-sentinel"))
+]
+PROD_REFUSED = [RELAY_REFUSED, *REDIS_REFUSED]
 
 
 def leaf_paths(tree: Any, path: str = "") -> list[str]:
@@ -584,11 +593,11 @@ def test_the_promotion_report_names_both_stacks_and_the_plan_change(project: Pat
     report = promote("dev", "prod", project, dry_run=True).render()
     assert report.startswith("Promoting dev's release train to prod:\n  ~ zitadel.chart.version: 9.34.0 → 9.35.0\n")
     assert "\n\nComparing prod (now) → prod (promoted)\n\n  ~ kubernetes:helm.sh/v3:Release::zitadel\n" in report
-    # Prod's relay still has no released digest: the promotion says what `pulumi up` will refuse.
+    # Prod's relay and Redis images still have no released digest: the promotion says what `pulumi up` will refuse.
     assert report.endswith(
         "\nPlan: 0 to add, 1 to change, 0 to delete.\n\n"
         "prod cannot be deployed yet (pulumi up refuses):\n"
-        f"  {RELAY_REFUSED}\n\nDry run: nothing written.\n"
+        f"  {RELAY_REFUSED}\n  {REDIS_REFUSED[0]}\n  {REDIS_REFUSED[1]}\n\nDry run: nothing written.\n"
     )
 
 

@@ -36,13 +36,17 @@ REDIS_CONF_PROD = (
 ACL_FILES = ("redis-users.acl", "sentinel-users.conf")
 
 VALUES: list[Row] = [
-    # Images: Bitnami's legacy repository, pinned tags; no mirror, so the chart's image guard stays on.
-    both("global.security.allowInsecureImages", False),
-    both("image.registry", "docker.io"),
-    both("image.repository", "bitnamilegacy/redis"),
-    both("image.tag", "8.2.1-debian-12-r0"),
-    both("sentinel.image.repository", "bitnamilegacy/redis-sentinel"),
-    both("sentinel.image.tag", "8.2.1-debian-12-r0"),
+    # Images: Redis and Sentinel are the project's own 8.2.10 build (no release yet, so no digest), so the chart's
+    # guard against images that are not Bitnami's is off; the chart's other images are Bitnami's legacy ones.
+    both("global.security.allowInsecureImages", True),
+    both("image.registry", "ghcr.io"),
+    both("image.repository", "blinkchamber/redis"),
+    both("image.tag", "8.2.10-debian-12-r0"),
+    both("image.digest", ABSENT),
+    both("sentinel.image.registry", "ghcr.io"),
+    both("sentinel.image.repository", "blinkchamber/redis-sentinel"),
+    both("sentinel.image.tag", "8.2.10-debian-12-r0"),
+    both("metrics.image.registry", "docker.io"),
     both("metrics.image.repository", "bitnamilegacy/redis-exporter"),
     both("metrics.image.tag", "1.76.0-debian-12-r0"),
     both("kubectl.image.repository", "bitnamilegacy/kubectl"),
@@ -94,7 +98,7 @@ VALUES: list[Row] = [
     both(f'{INJECT}["vault.hashicorp.com/agent-template-left-delim-redis-password"]', "[["),
     both(f'{INJECT}["vault.hashicorp.com/agent-template-right-delim-redis-password"]', "]]"),
     both(f"{COPY}.name", "copy-redis-password"),
-    both(f"{COPY}.image", "docker.io/bitnamilegacy/redis:8.2.1-debian-12-r0"),
+    both(f"{COPY}.image", "ghcr.io/blinkchamber/redis:8.2.10-debian-12-r0"),
     both(f"{COPY}.volumeMounts", [{"name": "redis-password", "mountPath": "/opt/bitnami/redis/secrets"}]),
     both(f"{COPY}.securityContext.runAsUser", 1001),
     both(f"{COPY}.securityContext.runAsGroup", 1001),
@@ -163,10 +167,20 @@ def test_redis_values(stack: str) -> None:
     assert mismatches(redis_values(redis_args(stack_config(stack))), VALUES, stack) == []
 
 
-def test_a_mirror_registry_turns_the_image_guard_off() -> None:
+def test_only_bitnamis_own_images_keep_the_image_guard_on() -> None:
     cfg = stack_config("prod")
     images = cfg.redis.images
-    mirrored = images.model_copy(update={"kubectl": images.kubectl.model_copy(update={"registry": "mirror.example"})})
+    bitnami = names.BITNAMI_REGISTRY
+    own_redis = {"redis": "bitnamilegacy/redis", "sentinel": "bitnamilegacy/redis-sentinel"}
+    legacy = images.model_copy(
+        update={
+            key: getattr(images, key).model_copy(update={"registry": bitnami, "repository": repository})
+            for key, repository in own_redis.items()
+        }
+    )
+    on_bitnami = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"images": legacy})})
+    assert redis_values(redis_args(on_bitnami))["global"]["security"]["allowInsecureImages"] is False
+    mirrored = legacy.model_copy(update={"kubectl": legacy.kubectl.model_copy(update={"registry": "mirror.example"})})
     mirror = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"images": mirrored})})
     values = redis_values(redis_args(mirror))
     assert values["global"]["security"]["allowInsecureImages"] is True

@@ -130,7 +130,7 @@ def test_a_secret_set_as_the_readme_says_passes(key: str) -> None:
             "prod: postgresDsn: must be a Pulumi secret: pulumi config set --secret postgresDsn ...",
         ),
         (
-            lambda: f"  blinkchamber-identity:zitadelAdminKey: '{{\"keyId\": \"{secrets.token_hex(8)}\"}}'\n",
+            lambda: f'  blinkchamber-identity:zitadelAdminKey: \'{{"keyId": "{secrets.token_hex(8)}"}}\'\n',
             "prod: zitadelAdminKey: must be a Pulumi secret: pulumi config set --secret zitadelAdminKey ...",
         ),
         (

@@ -177,9 +177,7 @@ def test_a_prod_stack_of_another_name_gets_the_prod_policies(tmp_path: Path) -> 
 def test_a_stack_named_prod_in_the_dev_environment_gets_the_dev_policies(tmp_path: Path) -> None:
     # The configuration's environment decides which defaults and rules a stack gets, whatever its name; the pack
     # follows it. Dev's stack file, as a stack named prod.
-    recording, facts_of = other_stack(
-        tmp_path, "prod", "dev", {"environment": "dev", "vault": {"namePrefix": "other"}}
-    )
+    recording, facts_of = other_stack(tmp_path, "prod", "dev", {"environment": "dev", "vault": {"namePrefix": "other"}})
     assert facts_of("prod").is_prod is False
     assert {pack.stack_of(resource.urn) for resource in recording.resources} == {"prod"}
     assert resource_violations(recording, "redis-sentinel-ha", on_release("redis", shrink), facts_of) == []
@@ -417,7 +415,7 @@ def test_gateway_rate_limit_off_the_sentinel_set_fails(
     ("configuration", "expected"),
     [
         (
-            'databases 16\nmaxmemory 179mb\nmaxmemory-policy allkeys-lru\n',
+            "databases 16\nmaxmemory 179mb\nmaxmemory-policy allkeys-lru\n",
             ["maxmemory-policy must spare keys without a TTL (volatile-*), not allkeys-lru: the event streams"],
         ),
         (

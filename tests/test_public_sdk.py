@@ -312,10 +312,19 @@ def test_the_engine_path_refuses_what_only_the_stack_file_shows(engine_config: C
 
 def test_the_engine_path_without_a_stack_file_takes_the_runtime_config(tmp_path: Path) -> None:
     # `pulumi stack init dev` writes no stack file until a key is set: the environment defaults then apply.
-    pulumi.runtime.reset_options(project=names.PROJECT, stack="dev", root_directory=str(tmp_path))
+    pulumi.runtime.reset_options(project=names.PROJECT, stack="dev", root_directory=str(tmp_path), preview=True)
     try:
         pulumi.runtime.set_all_config({}, [])
         cfg = load_from_pulumi()
+        # `pulumi up` of those defaults: the images the project builds have no released digest yet.
+        pulumi.runtime.reset_options(project=names.PROJECT, stack="dev", root_directory=str(tmp_path), preview=False)
+        with pytest.raises(StackConfigError) as refused:
+            load_from_pulumi()
     finally:
         pulumi.runtime.reset_options()
     assert (cfg.stack, cfg.environment, cfg.redis.quorum) == ("dev", "dev", 2)
+    assert [v.split(": ", 2)[1] for v in refused.value.violations] == [
+        "events.relay.image.digest",
+        "redis.images.redis.digest",
+        "redis.images.sentinel.digest",
+    ]

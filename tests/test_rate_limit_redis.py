@@ -150,8 +150,8 @@ def test_credential_endpoints_have_their_own_tighter_bucket(
     assert db0.get(key) == "61"
 
 
-def test_the_per_organization_limit_counts_each_organization_alone(db0: redis.Redis,
-    counters: FixedWindow, rules: list[dict[str, Any]]
+def test_the_per_organization_limit_counts_each_organization_alone(
+    db0: redis.Redis, counters: FixedWindow, rules: list[dict[str, Any]]
 ) -> None:
     # Rule 5: per-organization on x-rl-org (the verified JWT's resource owner), 6000 a minute; 5999 earlier requests
     # counted in one INCRBY.
@@ -191,8 +191,8 @@ def test_the_program_masks_ipv6_buckets_to_a_64_and_keeps_ipv4_per_address(prefi
     assert prefix_lengths == {6: 64}
 
 
-def test_addresses_in_one_ipv6_64_share_a_bucket(db0: redis.Redis,
-    counters: FixedWindow, rules: list[dict[str, Any]], prefix_lengths: dict[int, int]
+def test_addresses_in_one_ipv6_64_share_a_bucket(
+    db0: redis.Redis, counters: FixedWindow, rules: list[dict[str, Any]], prefix_lengths: dict[int, int]
 ) -> None:
     # Rule 1: per-client-ip over ::/0, 1200 a minute. A client rotating through its own /64 stays in one bucket.
     first, other = Request("/", "2001:db8:1:2::7"), Request("/", "2001:db8:1:2:ffff:ffff:ffff:fffe")
@@ -222,8 +222,8 @@ def test_the_credential_limit_holds_across_an_ipv6_64(
     assert hit(counters, rules, 3, Request("/oauth/v2/token", "2001:db8:7:a::1"), 1, prefix_lengths) == [True]
 
 
-def test_ipv4_buckets_stay_per_address(db0: redis.Redis,
-    counters: FixedWindow, rules: list[dict[str, Any]], prefix_lengths: dict[int, int]
+def test_ipv4_buckets_stay_per_address(
+    db0: redis.Redis, counters: FixedWindow, rules: list[dict[str, Any]], prefix_lengths: dict[int, int]
 ) -> None:
     # Rule 0: per-client-ip over 0.0.0.0/0; neighbours in one /24 do not share.
     assert hit(counters, rules, 0, Request("/", "203.0.113.7"), 1200, prefix_lengths) == [True] * 1200
@@ -250,8 +250,8 @@ def test_counters_expire(db0: redis.Redis, counters: FixedWindow, rules: list[di
     wait_until("the one-second counter to expire", lambda: db0.exists(key) == 0, timeout=5)
 
 
-def test_counters_survive_a_sentinel_failover(db0: redis.Redis,
-    bed: RedisBed, counters: FixedWindow, rules: list[dict[str, Any]]
+def test_counters_survive_a_sentinel_failover(
+    db0: redis.Redis, bed: RedisBed, counters: FixedWindow, rules: list[dict[str, Any]]
 ) -> None:
     request = Request("/", CLIENT)
     assert hit(counters, rules, 0, request, 7) == [True] * 7

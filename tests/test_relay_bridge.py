@@ -261,9 +261,10 @@ def test_catch_up_writes_every_event_once_in_its_priority_stream(env: Env) -> No
         assert (body["asc"], body["limit"]) == (True, 1000)
     # Four full pages, then the rest: pages continue from the last creation date minus 1 ms.
     assert len(env.api.requests) == 4
-    assert int(str(env.client.get(cursor_key(env.settings.instance)))) == datetime_us(
-        env.api.requests[-1]["range"]["until"]
-    ) - OVERLAP_US
+    assert (
+        int(str(env.client.get(cursor_key(env.settings.instance))))
+        == datetime_us(env.api.requests[-1]["range"]["until"]) - OVERLAP_US
+    )
     # Polling again writes nothing new.
     assert bridge.poll().written == 0
 

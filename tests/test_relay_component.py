@@ -283,10 +283,13 @@ def test_the_deployment(recording: mocked.Recording, stack: str) -> None:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert container["resources"] == {
-        "dev": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-        "prod": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
-    }[stack]
+    assert (
+        container["resources"]
+        == {
+            "dev": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+            "prod": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        }[stack]
+    )
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9090}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9090}
     # The mocked provider reads back KV version 1 of the Redis password: the version rolls the pods, never the value.

@@ -296,10 +296,32 @@ def test_allow_list_keeps_scalars_and_scalar_lists_only() -> None:
 
 #: Field names that hold credentials somewhere in ZITADEL's events; no class may allow one.
 SECRET_FIELD_NAMES = {
-    "secret", "encodedHash", "hashedSecret", "clientSecret", "code", "codes", "otpSecret", "token", "tokenId",
-    "tokenID", "refreshTokenID", "refreshTokenId", "privateKey", "password", "bindPassword", "signingKey",
-    "challenge", "validationCode", "deviceCode", "userCode", "keyData", "value", "metadata", "certificate",
-    "publicKey", "userAgent",
+    "secret",
+    "encodedHash",
+    "hashedSecret",
+    "clientSecret",
+    "code",
+    "codes",
+    "otpSecret",
+    "token",
+    "tokenId",
+    "tokenID",
+    "refreshTokenID",
+    "refreshTokenId",
+    "privateKey",
+    "password",
+    "bindPassword",
+    "signingKey",
+    "challenge",
+    "validationCode",
+    "deviceCode",
+    "userCode",
+    "keyData",
+    "value",
+    "metadata",
+    "certificate",
+    "publicKey",
+    "userAgent",
 }
 
 

@@ -27,7 +27,7 @@ from stacktools.plan import mask
 from stacktools.promote import TRAIN, promote
 from tests.conftest import PROJECT_DIR, record, stack_config
 from tests.rendering import chart_archive, containers
-from tests.test_diff_promote import RELAY_REFUSED
+from tests.test_diff_promote import PROD_REFUSED, REDIS_REFUSED, RELAY_REFUSED
 
 WORKFLOW = PROJECT_DIR / ".github" / "workflows" / "release.yml"
 #: Stand-in digests, made up for the tests (no image has them).
@@ -265,30 +265,43 @@ def test_the_pinned_sources_are_exact() -> None:
 _EVENTS = f"  {names.PROJECT}:events:\n"
 
 
-def prod_text(relay_digest: bool = False, extra: str = "") -> str:
-    """Prod's stack file, its relay image given a digest (inside its own events section), and ``extra`` appended."""
+_REDIS_DIGESTS = (
+    f"  {names.PROJECT}:redis:\n    images:\n"
+    f"      redis:\n        digest: {DIGEST}\n      sentinel:\n        digest: {OTHER_DIGEST}\n"
+)
+
+
+def prod_text(relay_digest: bool = False, extra: str = "", *, redis_digests: bool = False) -> str:
+    """Prod's stack file, its relay image given a digest (inside its own events section), its Redis images given
+    theirs (a redis section: prod's file has none), and ``extra`` appended."""
     text = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
-    assert text.count(_EVENTS) == 1
+    assert text.count(_EVENTS) == 1 and f"{names.PROJECT}:redis:" not in text
     if relay_digest:
         text = text.replace(_EVENTS, f"{_EVENTS}    relay:\n      image:\n        digest: {DIGEST}\n")
-    return text + extra
+    return text + (_REDIS_DIGESTS if redis_digests else "") + extra
 
 
-def prod_config(relay_digest: bool = False, extra: str = "") -> tuple[dict[str, Any], set[str]]:
-    return parse_stack_config(prod_text(relay_digest, extra))
+def prod_config(
+    relay_digest: bool = False, extra: str = "", *, redis_digests: bool = False
+) -> tuple[dict[str, Any], set[str]]:
+    return parse_stack_config(prod_text(relay_digest, extra, redis_digests=redis_digests))
 
 
-def test_pulumi_up_refuses_prods_relay_without_a_digest() -> None:
+def test_pulumi_up_refuses_each_image_the_project_builds_without_a_digest() -> None:
     load("prod", *prod_config())  # the plan, a preview, a promotion: prod loads
     with pytest.raises(StackConfigError) as refused:
         load("prod", *prod_config(), deploying=True)
-    assert refused.value.violations == [RELAY_REFUSED]
+    assert refused.value.violations == PROD_REFUSED
+    with pytest.raises(StackConfigError) as relay_only:
+        load("prod", *prod_config(redis_digests=True), deploying=True)
+    assert relay_only.value.violations == [RELAY_REFUSED]
 
 
-def test_a_digest_lets_it_deploy_and_the_pods_pull_by_digest() -> None:
-    cfg = load("prod", *prod_config(relay_digest=True), deploying=True)
+def test_digests_let_it_deploy_and_the_pods_pull_by_digest() -> None:
+    cfg = load("prod", *prod_config(relay_digest=True, redis_digests=True), deploying=True)
     assert cfg.events.relay.image.reference == f"ghcr.io/blinkchamber/event-relay@{DIGEST}"
-    assert load("dev", *read_stack_config(PROJECT_DIR / "Pulumi.dev.yaml"), deploying=True).stack == "dev"
+    assert cfg.redis.images.redis.reference == f"ghcr.io/blinkchamber/redis@{DIGEST}"
+    assert cfg.redis.images.sentinel.reference == f"ghcr.io/blinkchamber/redis-sentinel@{OTHER_DIGEST}"
 
 
 def _redis_images(repository_of: dict[str, str], digest: str | None) -> str:
@@ -300,6 +313,12 @@ def _redis_images(repository_of: dict[str, str], digest: str | None) -> str:
 
 
 OWN_REDIS = {"redis": "blinkchamber/redis", "sentinel": "blinkchamber/redis-sentinel"}
+#: A third party's Redis images (Bitnami's frozen ones, which prod's advisories check refuses on their own grounds).
+BITNAMI_REDIS = (
+    f"  {names.PROJECT}:redis:\n    images:\n"
+    "      redis:\n        registry: docker.io\n        repository: bitnamilegacy/redis\n"
+    "      sentinel:\n        registry: docker.io\n        repository: bitnamilegacy/redis-sentinel\n"
+)
 
 
 def test_prods_own_redis_images_need_digests_a_third_partys_do_not() -> None:
@@ -317,16 +336,33 @@ def test_prods_own_redis_images_need_digests_a_third_partys_do_not() -> None:
         "release train, then promote dev to prod"
     )
     load("prod", *prod_config(True, _redis_images(OWN_REDIS, DIGEST)), deploying=True)
-    # Bitnami's frozen images (today's) are no build of this project: advisories track them (stacks/advisories.py).
-    load("prod", *prod_config(relay_digest=True), deploying=True)
+    load("prod", *prod_config(True, BITNAMI_REDIS), deploying=True)
 
 
-def test_only_prod_and_only_a_deployed_relay_need_the_digest() -> None:
+def test_every_stack_needs_the_digests_and_only_a_deployed_relay_its_own() -> None:
     relay_off = f"{_EVENTS}    relay:\n      enabled: false\n"
-    load("prod", *parse_stack_config(prod_text().replace(_EVENTS, relay_off)), deploying=True)
-    dev_text = (PROJECT_DIR / "Pulumi.dev.yaml").read_text() + _redis_images(OWN_REDIS, None)
-    cfg = load("dev", *parse_stack_config(dev_text), deploying=True)
-    assert cfg.redis.images.redis.reference == "ghcr.io/blinkchamber/redis:8.2.10-debian-12-r0"
+    load("prod", *parse_stack_config(prod_text(redis_digests=True).replace(_EVENTS, relay_off)), deploying=True)
+    dev_text = (PROJECT_DIR / "Pulumi.dev.yaml").read_text()
+    assert load("dev", *parse_stack_config(dev_text)).redis.images.redis.reference == (
+        "ghcr.io/blinkchamber/redis:8.2.10-debian-12-r0"
+    )
+    # Dev is the release train itself: nothing to promote, the release writes the digests there.
+    with pytest.raises(StackConfigError) as refused:
+        load("dev", *parse_stack_config(dev_text), deploying=True)
+    assert refused.value.violations == [
+        "dev: events.relay.image.digest: dev deploys the images this project builds by digest "
+        "(ghcr.io/blinkchamber/event-relay@sha256:…), and ghcr.io/blinkchamber/event-relay:0.1.0 has none: release it "
+        "(./bin/release-image event-relay 0.1.0, or the release workflow), which writes its digest into dev's release "
+        "train",
+        "dev: redis.images.redis.digest: dev deploys the images this project builds by digest "
+        "(ghcr.io/blinkchamber/redis@sha256:…), and ghcr.io/blinkchamber/redis:8.2.10-debian-12-r0 has none: release "
+        "it (./bin/release-image redis 8.2.10-debian-12-r0, or the release workflow), which writes its digest into "
+        "dev's release train",
+        "dev: redis.images.sentinel.digest: dev deploys the images this project builds by digest "
+        "(ghcr.io/blinkchamber/redis-sentinel@sha256:…), and ghcr.io/blinkchamber/redis-sentinel:8.2.10-debian-12-r0 "
+        "has none: release it (./bin/release-image redis 8.2.10-debian-12-r0, or the release workflow), which writes "
+        "its digest into dev's release train",
+    ]
 
 
 @pytest.fixture
@@ -334,7 +370,7 @@ def engine(tmp_path: Path) -> Any:
     """Load prod as the engine runs the program: the project directory set, ``preview`` as given."""
 
     def run(relay_digest: bool, *, preview: bool) -> Any:
-        text = prod_text(relay_digest)
+        text = prod_text(relay_digest, redis_digests=True)
         (tmp_path / "Pulumi.prod.yaml").write_text(text)
         config, secret_keys = parse_stack_config(text)
         pulumi.runtime.reset_options(project=names.PROJECT, stack="prod", root_directory=str(tmp_path), preview=preview)
@@ -404,21 +440,18 @@ def test_a_release_writes_its_digest_into_devs_train_and_one_promotion_carries_i
     again = release.record_release("event-relay", "0.2.0", {"event-relay": DIGEST}, project)
     assert again.moves == {}  # twice: nothing more
     promotion = promote("dev", "prod", project)
-    assert promotion.moves == outcome.moves and promotion.blockers == []
+    assert promotion.moves == outcome.moves and promotion.blockers == REDIS_REFUSED
+    # The Redis images' first release, promoted: nothing left that prod's `pulumi up` refuses.
+    release.record_release("redis", "8.2.10-debian-12-r0", {"redis": DIGEST, "redis-sentinel": OTHER_DIGEST}, project)
+    assert promote("dev", "prod", project).blockers == []
     load("prod", *read_stack_config(project / "Pulumi.prod.yaml"), deploying=True)
 
 
-def test_a_redis_release_moves_both_images_and_their_repositories(project: Path) -> None:
+def test_a_redis_release_moves_both_digests_and_a_rebuild_both_tags(project: Path) -> None:
     digests = {"redis": DIGEST, "redis-sentinel": OTHER_DIGEST}
     outcome = release.record_release("redis", "8.2.10-debian-12-r0", digests, project)
     assert outcome.moves == {
-        "redis.images.redis.registry": ("docker.io", "ghcr.io"),
-        "redis.images.redis.repository": ("bitnamilegacy/redis", "blinkchamber/redis"),
-        "redis.images.redis.tag": ("8.2.1-debian-12-r0", "8.2.10-debian-12-r0"),
         "redis.images.redis.digest": ("", DIGEST),
-        "redis.images.sentinel.registry": ("docker.io", "ghcr.io"),
-        "redis.images.sentinel.repository": ("bitnamilegacy/redis-sentinel", "blinkchamber/redis-sentinel"),
-        "redis.images.sentinel.tag": ("8.2.1-debian-12-r0", "8.2.10-debian-12-r0"),
         "redis.images.sentinel.digest": ("", OTHER_DIGEST),
     }
     promotion = promote("dev", "prod", project, dry_run=True)
@@ -427,6 +460,15 @@ def test_a_redis_release_moves_both_images_and_their_repositories(project: Path)
     assert f"  ~ redis.images.redis.digest: (none) → {DIGEST}\n" in promotion.render()
     assert f"| `redis.images.redis.digest` | `(none)` | `{DIGEST}` |" in ci.promotion_body(promotion)
     assert f"- {RELAY_REFUSED}" in ci.promotion_body(promotion)
+    rebuilt = release.record_release(
+        "redis", "8.2.10-debian-12-r1", {"redis": OTHER_DIGEST, "redis-sentinel": DIGEST}, project
+    )
+    assert rebuilt.moves == {
+        "redis.images.redis.tag": ("8.2.10-debian-12-r0", "8.2.10-debian-12-r1"),
+        "redis.images.redis.digest": (DIGEST, OTHER_DIGEST),
+        "redis.images.sentinel.tag": ("8.2.10-debian-12-r0", "8.2.10-debian-12-r1"),
+        "redis.images.sentinel.digest": (OTHER_DIGEST, DIGEST),
+    }
 
 
 def test_a_promotion_of_a_train_without_a_digest_removes_prods(project: Path) -> None:
@@ -434,7 +476,7 @@ def test_a_promotion_of_a_train_without_a_digest_removes_prods(project: Path) ->
     promotion = promote("dev", "prod", project, allow_downgrade=True)
     assert promotion.moves == {"events.relay.image.digest": (DIGEST, "")}
     assert "digest" not in (project / "Pulumi.prod.yaml").read_text()
-    assert promotion.blockers == [RELAY_REFUSED]
+    assert promotion.blockers == PROD_REFUSED
 
 
 def test_a_release_refuses_a_malformed_or_missing_digest(project: Path) -> None:

@@ -177,7 +177,11 @@ def test_redis_and_sentinels_load_the_users_the_vault_agent_renders(stack: str) 
     # Every container of the node pods sees /vault/secrets: the injector mounts its volume into each one.
     pod = pods(stack, "redis")["StatefulSet/redis-node"]
     assert [name for name, _ in containers(pod["spec"])] == [
-        "init:copy-redis-password", "redis", "sentinel", "metrics", "kubectl-shared"
+        "init:copy-redis-password",
+        "redis",
+        "sentinel",
+        "metrics",
+        "kubectl-shared",
     ]
 
 
@@ -242,9 +246,13 @@ def test_every_image_is_pinned(stack: str, release: str) -> None:
     assert sorted(i for i in images(rendered(stack, release)) if floating(i)) == []
 
 
-def test_redis_images_come_from_bitnamilegacy(stack: str) -> None:
-    # Bitnami moved its public images; the legacy repository keeps the tags this chart version pins.
-    assert {i.rsplit("/", 1)[0] for i in images(rendered(stack, "redis"))} == {"docker.io/bitnamilegacy"}
+def test_redis_runs_the_projects_own_build_the_rest_bitnamilegacy(stack: str) -> None:
+    # Redis and Sentinel: the project's 8.2.10 build. Bitnami moved its public images; the legacy repository keeps the
+    # tags this chart version pins for the others.
+    pulled = set(images(rendered(stack, "redis")))
+    own = {"ghcr.io/blinkchamber/redis:8.2.10-debian-12-r0", "ghcr.io/blinkchamber/redis-sentinel:8.2.10-debian-12-r0"}
+    assert own <= pulled
+    assert {i.rsplit("/", 1)[0] for i in pulled - own} == {"docker.io/bitnamilegacy"}
 
 
 def test_floating_tags_are_caught() -> None:
@@ -582,9 +590,10 @@ def test_the_setup_job_dates_the_admin_key_from_its_own_steps_file(stack: str) -
     # It reads no secret: no path to declare.
     assert f"{VAULT}agent-inject-secret-zitadel-first-instance" not in annotations
     for label in ("Deployment/zitadel", "Job/zitadel-init"):
-        assert f"{VAULT}agent-inject-template-zitadel-first-instance" not in pods(stack, "zitadel")[label]["metadata"][
-            "annotations"
-        ], label
+        assert (
+            f"{VAULT}agent-inject-template-zitadel-first-instance"
+            not in pods(stack, "zitadel")[label]["metadata"]["annotations"]
+        ), label
 
 
 def test_zitadel_config_map_points_the_caches_at_the_master_service(stack: str) -> None:
@@ -701,9 +710,7 @@ def test_the_bundled_postgres_finds_every_password_it_reads() -> None:
 
 def test_a_password_key_the_postgres_reads_and_no_secret_holds_is_caught() -> None:
     declared = {"postgres-password"}  # as if the application user's password were dropped
-    assert secret_keys_read(rendered("dev", "zitadel"), names.ZITADEL_POSTGRES_AUTH_SECRET) - declared == {
-        "password"
-    }
+    assert secret_keys_read(rendered("dev", "zitadel"), names.ZITADEL_POSTGRES_AUTH_SECRET) - declared == {"password"}
 
 
 @release

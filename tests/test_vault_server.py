@@ -749,8 +749,19 @@ def test_the_rendered_users_log_in_with_their_vault_passwords(deployed: Deployed
     passwords["default"] = deployed.data["secret/data/redis"]["password"]
     port, sentinel_port = free_port(), free_port()
     server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path),
-         "--aclfile", str(secrets_dir / "redis-users.acl")],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+            "--aclfile",
+            str(secrets_dir / "redis-users.acl"),
+        ],
         stdout=subprocess.DEVNULL,
     )
     sentinel_conf = tmp_path / "sentinel.conf"
