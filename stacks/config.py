@@ -112,8 +112,8 @@ class Image(Model):
     #: Exact image tag. Prod refuses ``latest`` and empty tags.
     tag: str
     #: The pushed image's content address (``sha256:…``): set, the pods pull ``repository@digest`` and the tag only
-    #: names the release. A release writes it into dev's train (``stacks/images.py``); prod deploys the images this
-    #: project builds only by digest (``stacks/rules.py``).
+    #: names the release. A release writes it into dev's train (``stacks/images.py``); every stack deploys the images
+    #: this project builds only by digest (``stacks/rules.py``).
     digest: Annotated[str, Field(pattern=images.DIGEST_PATTERN)] | None = None
 
     @property

@@ -1,6 +1,6 @@
 """The release pipeline of the images the stack builds, offline: the workflow's structure (actionlint runs in
 tests/test_workflows.py), the workflow and the train naming the same images, the Dockerfiles' pins, the digest a
-release writes into dev's train and the promotion that carries it, and the refusal of a prod image the project builds
+release writes into dev's train and the promotion that carries it, and the refusal of an image the project builds
 without a digest. No Docker engine runs here: the local release runs against a recorded stand-in of its tools.
 """
 
@@ -259,7 +259,7 @@ def test_the_pinned_sources_are_exact() -> None:
     assert images.REDIS_VERSION == "8.2.10"
 
 
-# --- a prod image the project builds, without a digest, is refused ---------------------------------------------------
+# --- an image the project builds, without a digest, is refused ---------------------------------------------------
 
 
 _EVENTS = f"  {names.PROJECT}:events:\n"
