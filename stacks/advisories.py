@@ -66,8 +66,8 @@ class AdvisoryException:
     expires: datetime.date
 
 
-#: An advisory known only from the design notes' list of fixed releases, its vendor page not yet read.
-_RESEARCH_ONLY: Final = "listed in the design notes with its fixed release; the vendor page not yet read"
+#: An advisory known only by its identifier and fixed release (from the release notes), its vendor page not yet read.
+_RESEARCH_ONLY: Final = "known by its identifier and fixed release only; the vendor page not yet read"
 
 
 def _redis(id_: str, severity: Severity, summary: str, fixed: str, note: str = "") -> Advisory:

@@ -267,7 +267,8 @@ class RedisResources(Model):
 
 
 class RedisPersistence(Model):
-    #: AOF on a PersistentVolume. Off only with ``redis.allowDataLossOnRestart`` (see DESIGN.md).
+    #: AOF on a PersistentVolume. Off only with ``redis.allowDataLossOnRestart`` (README, "Redis HA, proven on real
+    #: processes": a master restarted empty wipes its replicas).
     enabled: bool = True
     size: Quantity
     #: Empty uses the cluster's default StorageClass.

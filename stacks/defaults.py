@@ -23,7 +23,7 @@ from stacks.names import BITNAMI_REGISTRY
 # Redis and Sentinel: the project's own Bitnami-compatible build of the newest 8.2 patch (stacks/images.py); Bitnami's
 # last, bitnamilegacy 8.2.1, has remote-code-execution advisories (stacks/advisories.py). No digest until the release
 # pipeline pushes one into dev's train, and no stack deploys them without it (stacks/rules.py).
-# The chart's other images stay Bitnami's: every versioned tag moved to docker.io/bitnamilegacy in 2025 (DESIGN.md).
+# The chart's other images stay Bitnami's: every versioned tag moved to docker.io/bitnamilegacy in August 2025.
 _OWN_REDIS_TAG: Final = f"{images.REDIS_VERSION}-debian-12-r0"
 _REDIS_IMAGES: Final = {
     "redis": {"registry": images.REGISTRY, "repository": images.REDIS.repository, "tag": _OWN_REDIS_TAG},
@@ -102,7 +102,7 @@ _COMMON: Final[dict[str, Any]] = {
     },
     "events": {
         # Built from relay/Dockerfile by the release pipeline (stacks/images.py), which writes the pushed tag and
-        # digest into dev's release train; no release of it exists yet, so no digest (prod cannot deploy it).
+        # digest into dev's release train; no release of it exists yet, so no digest (no stack can deploy it).
         "relay": {"image": {"registry": images.REGISTRY, "repository": images.RELAY.repository, "tag": "0.1.0"}},
     },
 }

@@ -91,6 +91,17 @@ def load(
     return cfg
 
 
+def deploy_refusals(stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = ()) -> list[str]:
+    """What ``pulumi up`` of ``stack`` would refuse that its plan, preview and promotion accept (the deploy rules),
+    in the loader's words; any other error is raised as ``load`` raises it."""
+    load(stack, raw, secret_keys)
+    try:
+        load(stack, raw, secret_keys, deploying=True)
+    except StackConfigError as exc:
+        return exc.violations
+    return []
+
+
 def load_from_pulumi() -> StackConfig:
     """The running stack's configuration, from the Pulumi runtime (``pulumi up``/``preview`` or the mocks)."""
     import pulumi

@@ -26,7 +26,7 @@ from typing import Any
 
 from stacks import advisories, images
 from stacks.config import StackConfig
-from stacks.loader import StackConfigError, load
+from stacks.loader import StackConfigError, deploy_refusals, load
 from stacks.stackfile import path_of, read_stack_config, stacks_in
 from stacktools import ci_login, release
 from stacktools.diff import SECRET_CHANGE_NOTE, PlanDiff, RevisionError, diff_plans, plan_at_revision
@@ -65,11 +65,7 @@ def report_markdown(stack: str, result: PlanDiff, blockers: Sequence[str] = ()) 
 
 def deploy_blockers(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
     """What ``pulumi up`` of ``stack`` would refuse that its plan and preview accept (``stacks.rules.DEPLOY_RULES``)."""
-    try:
-        load(stack, *read_stack_config(path_of(project_dir, stack)), deploying=True)
-    except StackConfigError as exc:
-        return exc.violations
-    return []
+    return deploy_refusals(stack, *read_stack_config(path_of(project_dir, stack)))
 
 
 def stack_report(stack: str, base: str, project_dir: Path = PROJECT_DIR) -> tuple[str, PlanDiff]:

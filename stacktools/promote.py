@@ -17,7 +17,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from stacks import names
 from stacks.config import StackConfig
-from stacks.loader import StackConfigError, load
+from stacks.loader import StackConfigError, deploy_refusals, load
 from stacks.stackfile import parse_stack_config, path_of, read_stack_config
 from stacks.versions import is_exact_version, is_pinned_tag, version_key
 from stacktools.diff import PlanDiff, diff_plans
@@ -89,7 +89,9 @@ class Promotion:
 
     def render(self) -> str:
         if not self.moves:
-            return f"{self.target} already runs {self.source}'s release train: nothing to promote.\n"
+            lines = [f"{self.target} already runs {self.source}'s release train: nothing to promote."]
+            lines += self._blocker_lines()
+            return "\n".join(lines) + "\n"
         lines = [f"Promoting {self.source}'s release train to {self.target}:"]
         lines += [f"  ~ {path}: {old or '(none)'} → {new or '(none)'}" for path, (old, new) in self.moves.items()]
         lines.append("")
@@ -97,11 +99,14 @@ class Promotion:
             lines.append(self.plan_diff.render().rstrip("\n"))
             lines.append("")
         if self.blockers:
-            lines.append(f"{self.target} cannot be deployed yet (pulumi up refuses):")
-            lines += [f"  {blocker}" for blocker in self.blockers]
-            lines.append("")
+            lines += [*self._blocker_lines()[1:], ""]
         lines.append(f"Wrote {self.written}." if self.written else "Dry run: nothing written.")
         return "\n".join(lines) + "\n"
+
+    def _blocker_lines(self) -> list[str]:
+        if not self.blockers:
+            return []
+        return ["", f"{self.target} cannot be deployed yet (pulumi up refuses):", *(f"  {b}" for b in self.blockers)]
 
 
 def stack_yaml() -> YAML:
@@ -164,6 +169,8 @@ def promote(
     promotion = Promotion(source, target)
     promotion.moves = {path: (current[path], wanted[path]) for path in TRAIN if current[path] != wanted[path]}
     if not promotion.moves:
+        # Nothing to move, but the train itself may still be undeployable (an image never released).
+        promotion.blockers = deploy_refusals(target, target_config, target_secrets)
         return promotion
     backwards = [
         f"{path}: {old} → {new}"
@@ -186,10 +193,7 @@ def promote(
         load(target, *promoted)
     except StackConfigError as exc:
         raise PromotionError(f"the promoted {target} stack would be invalid:\n{exc}") from None
-    try:
-        load(target, *promoted, deploying=True)
-    except StackConfigError as exc:
-        promotion.blockers = exc.violations
+    promotion.blockers = deploy_refusals(target, *promoted)
     promotion.plan_diff = diff_plans(
         plan_config(target, target_config, target_secrets, project_dir),
         plan_config(target, *promoted, project_dir),

@@ -29,7 +29,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from stacks import images
 from stacks.images import OwnedImage
-from stacks.loader import StackConfigError, load
+from stacks.loader import StackConfigError, deploy_refusals, load
 from stacks.names import TRAIN_STACK
 from stacks.stackfile import parse_stack_config, path_of, read_stack_config
 from stacktools.mocked import PROJECT_DIR
@@ -145,12 +145,17 @@ class Release:
     stack_file: Path
     #: Train entry → (before, after), for what changed.
     moves: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: What ``pulumi up`` of the stack would still refuse with this release in it (another image never released).
+    blockers: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         pushed = ", ".join(f"{images.owned_image(n).reference(self.tag)}@{d}" for n, d in self.digests.items())
         lines = [f"Release {self.name} {self.tag} into {TRAIN_STACK}'s release train ({pushed}):"]
         lines += [f"  ~ {path}: {old or '(none)'} → {new}" for path, (old, new) in self.moves.items()]
         lines.append(f"Wrote {self.stack_file}." if self.moves else "  already there: nothing written.")
+        if self.blockers:
+            lines.append(f"{TRAIN_STACK} cannot be deployed yet (pulumi up refuses):")
+            lines += [f"  {blocker}" for blocker in self.blockers]
         return "\n".join(lines) + "\n"
 
     def body(self) -> str:
@@ -165,8 +170,15 @@ class Release:
                 *[f"| `{path}` | `{old or '(none)'}` | `{new}` |" for path, (old, new) in self.moves.items()],
                 "",
                 f"Built from {built}, scanned (no Critical or High vulnerability with a fix), signed keylessly by the "
-                "release workflow and attested with its SBOM. Merging deploys "
-                f"`{TRAIN_STACK}`; the **promote dev to prod** workflow then carries the digests to prod.",
+                "release workflow and attested with its SBOM. "
+                + (
+                    f"Merging deploys `{TRAIN_STACK}`; the **promote dev to prod** workflow then carries the digests "
+                    "to prod."
+                    if not self.blockers
+                    else f"`{TRAIN_STACK}` still cannot be deployed after merging (`pulumi up` refuses, its deploy "
+                    "job fails until the release named below is merged too):"
+                ),
+                *([""] + [f"- {blocker}" for blocker in self.blockers] if self.blockers else []),
             ]
         )
 
@@ -203,6 +215,7 @@ def record_release(
     release = Release(name, tag, {image.name: digests[image.name] for image in owned}, stack_file)
     release.moves = {path: (current[path], value) for path, value in wanted.items() if current[path] != value}
     if not release.moves:
+        release.blockers = deploy_refusals(stack, *read_stack_config(stack_file))
         return release
     yaml = stack_yaml()
     document = yaml.load(stack_file.read_text()) or CommentedMap()
@@ -212,7 +225,7 @@ def record_release(
     yaml.dump(document, buffer)
     text = buffer.getvalue()
     try:
-        load(stack, *parse_stack_config(text))
+        release.blockers = deploy_refusals(stack, *parse_stack_config(text))
     except StackConfigError as exc:
         raise ReleaseError(f"the {stack} stack with this release would be invalid:\n{exc}") from None
     stack_file.write_text(text)

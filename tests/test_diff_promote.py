@@ -588,6 +588,17 @@ def test_a_target_with_secrets_is_promoted(project: Path) -> None:
     }
 
 
+def test_nothing_to_promote_still_says_what_pulumi_up_refuses(project: Path) -> None:
+    """Today dev's train is prod's: no move, but no release of the images the project builds either."""
+    promotion = promote("dev", "prod", project, dry_run=True)
+    assert promotion.moves == {} and promotion.blockers == PROD_REFUSED
+    assert promotion.render() == (
+        "prod already runs dev's release train: nothing to promote.\n\n"
+        "prod cannot be deployed yet (pulumi up refuses):\n"
+        f"  {RELAY_REFUSED}\n  {REDIS_REFUSED[0]}\n  {REDIS_REFUSED[1]}\n"
+    )
+
+
 def test_the_promotion_report_names_both_stacks_and_the_plan_change(project: Path) -> None:
     bump_dev(project, NEXT_ZITADEL)
     report = promote("dev", "prod", project, dry_run=True).render()

@@ -521,7 +521,8 @@ def test_report_command_against_the_base_branch(git_project: Path, tmp_path: Pat
     text = out.read_text()
     # Redis's release, and every client that lists every Sentinel: the edge's rate limiter and the event relay
     # (its config, and its pods, which roll on a config change); and the alert on missing replicas (prod's rules).
-    # Prod's relay has no released digest: the report says `pulumi up` refuses, and why, above the diff.
+    # Prod's relay, Redis and Sentinel have no released digest: the report says `pulumi up` refuses, and why, above
+    # the diff.
     assert text.startswith(
         "### `prod`: Plan: 0 to add, 5 to change, 0 to delete. · ⛔ `pulumi up` refuses\n\n"
         "- prod: events.relay.image.digest: prod deploys the images this project builds by digest"
