@@ -91,15 +91,11 @@ def load(
     return cfg
 
 
-def deploy_refusals(stack: str, raw: Mapping[str, Any], secret_keys: Collection[str] = ()) -> list[str]:
-    """What ``pulumi up`` of ``stack`` would refuse that its plan, preview and promotion accept (the deploy rules),
-    in the loader's words; any other error is raised as ``load`` raises it."""
-    load(stack, raw, secret_keys)
-    try:
-        load(stack, raw, secret_keys, deploying=True)
-    except StackConfigError as exc:
-        return exc.violations
-    return []
+def deploy_refusals(cfg: StackConfig) -> list[str]:
+    """What ``pulumi up`` of a loaded stack would refuse that its plan, preview and promotion accept (the deploy
+    rules), in the loader's words (``stack: key: rule``)."""
+    found = [violation for rule, _sections in rules.DEPLOY_RULES for violation in rule(cfg)]
+    return StackConfigError(cfg.stack, found).violations
 
 
 def load_from_pulumi() -> StackConfig:

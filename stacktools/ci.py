@@ -65,7 +65,7 @@ def report_markdown(stack: str, result: PlanDiff, blockers: Sequence[str] = ()) 
 
 def deploy_blockers(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
     """What ``pulumi up`` of ``stack`` would refuse that its plan and preview accept (``stacks.rules.DEPLOY_RULES``)."""
-    return deploy_refusals(stack, *read_stack_config(path_of(project_dir, stack)))
+    return deploy_refusals(load(stack, *read_stack_config(path_of(project_dir, stack))))
 
 
 def stack_report(stack: str, base: str, project_dir: Path = PROJECT_DIR) -> tuple[str, PlanDiff]:

@@ -8,6 +8,7 @@ is edited in place with its comments and key order kept, and promoting twice cha
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -90,7 +91,8 @@ class Promotion:
     def render(self) -> str:
         if not self.moves:
             lines = [f"{self.target} already runs {self.source}'s release train: nothing to promote."]
-            lines += self._blocker_lines()
+            if self.blockers:
+                lines += ["", *refusal_lines(self.target, self.blockers)]
             return "\n".join(lines) + "\n"
         lines = [f"Promoting {self.source}'s release train to {self.target}:"]
         lines += [f"  ~ {path}: {old or '(none)'} → {new or '(none)'}" for path, (old, new) in self.moves.items()]
@@ -99,14 +101,14 @@ class Promotion:
             lines.append(self.plan_diff.render().rstrip("\n"))
             lines.append("")
         if self.blockers:
-            lines += [*self._blocker_lines()[1:], ""]
+            lines += [*refusal_lines(self.target, self.blockers), ""]
         lines.append(f"Wrote {self.written}." if self.written else "Dry run: nothing written.")
         return "\n".join(lines) + "\n"
 
-    def _blocker_lines(self) -> list[str]:
-        if not self.blockers:
-            return []
-        return ["", f"{self.target} cannot be deployed yet (pulumi up refuses):", *(f"  {b}" for b in self.blockers)]
+
+def refusal_lines(stack: str, blockers: Sequence[str]) -> list[str]:
+    """What ``pulumi up`` of ``stack`` refuses, as the promotion and the release print it."""
+    return [f"{stack} cannot be deployed yet (pulumi up refuses):", *(f"  {blocker}" for blocker in blockers)]
 
 
 def stack_yaml() -> YAML:
@@ -170,7 +172,7 @@ def promote(
     promotion.moves = {path: (current[path], wanted[path]) for path in TRAIN if current[path] != wanted[path]}
     if not promotion.moves:
         # Nothing to move, but the train itself may still be undeployable (an image never released).
-        promotion.blockers = deploy_refusals(target, target_config, target_secrets)
+        promotion.blockers = deploy_refusals(target_cfg)
         return promotion
     backwards = [
         f"{path}: {old} → {new}"
@@ -190,10 +192,9 @@ def promote(
 
     promoted = parse_stack_config(new_text)
     try:
-        load(target, *promoted)
+        promotion.blockers = deploy_refusals(load(target, *promoted))
     except StackConfigError as exc:
         raise PromotionError(f"the promoted {target} stack would be invalid:\n{exc}") from None
-    promotion.blockers = deploy_refusals(target, *promoted)
     promotion.plan_diff = diff_plans(
         plan_config(target, target_config, target_secrets, project_dir),
         plan_config(target, *promoted, project_dir),

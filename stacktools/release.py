@@ -33,7 +33,7 @@ from stacks.loader import StackConfigError, deploy_refusals, load
 from stacks.names import TRAIN_STACK
 from stacks.stackfile import parse_stack_config, path_of, read_stack_config
 from stacktools.mocked import PROJECT_DIR
-from stacktools.promote import set_path, stack_yaml, train_of
+from stacktools.promote import refusal_lines, set_path, stack_yaml, train_of
 
 #: Where an upstream build context is checked out, relative to the project (ignored by git: build/).
 UPSTREAM_DIR: Final = "build/upstream"
@@ -154,8 +154,7 @@ class Release:
         lines += [f"  ~ {path}: {old or '(none)'} → {new}" for path, (old, new) in self.moves.items()]
         lines.append(f"Wrote {self.stack_file}." if self.moves else "  already there: nothing written.")
         if self.blockers:
-            lines.append(f"{TRAIN_STACK} cannot be deployed yet (pulumi up refuses):")
-            lines += [f"  {blocker}" for blocker in self.blockers]
+            lines += refusal_lines(TRAIN_STACK, self.blockers)
         return "\n".join(lines) + "\n"
 
     def body(self) -> str:
@@ -211,11 +210,12 @@ def record_release(
             f"{image.config_key}.digest": digest,
         }
     stack_file = path_of(project_dir, stack)
-    current = train_of(load(stack, *read_stack_config(stack_file)))
+    current_cfg = load(stack, *read_stack_config(stack_file))
+    current = train_of(current_cfg)
     release = Release(name, tag, {image.name: digests[image.name] for image in owned}, stack_file)
     release.moves = {path: (current[path], value) for path, value in wanted.items() if current[path] != value}
     if not release.moves:
-        release.blockers = deploy_refusals(stack, *read_stack_config(stack_file))
+        release.blockers = deploy_refusals(current_cfg)
         return release
     yaml = stack_yaml()
     document = yaml.load(stack_file.read_text()) or CommentedMap()
@@ -225,7 +225,7 @@ def record_release(
     yaml.dump(document, buffer)
     text = buffer.getvalue()
     try:
-        release.blockers = deploy_refusals(stack, *parse_stack_config(text))
+        release.blockers = deploy_refusals(load(stack, *parse_stack_config(text)))
     except StackConfigError as exc:
         raise ReleaseError(f"the {stack} stack with this release would be invalid:\n{exc}") from None
     stack_file.write_text(text)

@@ -182,9 +182,8 @@ class RedisBed:
     user_passwords: dict[str, str] = field(default_factory=dict)
     nodes: list[Process] = field(default_factory=list)
     sentinels: list[Process] = field(default_factory=list)
-    #: Where this attempt's processes keep their files: ``root``, then a fresh folder per retry (no log or data file
-    #: of a failed attempt is read again).
-    workroot: Path | None = None
+    #: Which start this is: a retry keeps its files in a folder of its own (``workroot``).
+    attempt: int = 1
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -193,7 +192,7 @@ class RedisBed:
         for user in self.users:
             self.user_passwords.setdefault(user.name, new_password())
         for attempt in range(1, attempts + 1):
-            self.workroot = self.root if attempt == 1 else self.root / f"attempt-{attempt}"
+            self.attempt = attempt
             try:
                 self._start_once(with_sentinels)
                 return self
@@ -225,6 +224,12 @@ class RedisBed:
                 sentinel.start()
             self.wait_sentinels_ready()
 
+    @property
+    def workroot(self) -> Path:
+        """Where this attempt's processes keep their files: ``root``, then a fresh folder per retry (no log or data
+        file of a failed attempt is read again)."""
+        return self.root if self.attempt == 1 else self.root / f"attempt-{self.attempt}"
+
     def close(self) -> None:
         for process in [*self.sentinels, *self.nodes]:
             process.stop()
@@ -239,7 +244,7 @@ class RedisBed:
         return "\n".join(p.log_tail() for p in [*self.nodes, *self.sentinels])
 
     def _node(self, index: int, port: int, replica_of: int | None) -> Process:
-        workdir = (self.workroot or self.root) / f"node-{index}"
+        workdir = self.workroot / f"node-{index}"
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "redis.conf"
         conf.write_text(redis_conf(self.cfg, port=port, workdir=workdir, password=self.password, replica_of=replica_of))
@@ -248,7 +253,7 @@ class RedisBed:
         return Process(f"redis-{index}", port, workdir, conf, ["redis-server", str(conf)])
 
     def _sentinel(self, index: int, master_port: int) -> Process:
-        workdir = (self.workroot or self.root) / f"sentinel-{index}"
+        workdir = self.workroot / f"sentinel-{index}"
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "sentinel.conf"
         port = free_port()
